@@ -1,0 +1,206 @@
+"""Actor-critic MLPs (model: SB3 ``MlpPolicy`` and CleanRL's ``Agent`` in cleanrl/ppo.py).
+
+By default the policy and the value function are two separate MLPs (SB3's default for
+on-policy algorithms); ``shared_trunk=True`` puts both heads on one MLP. Initialization follows
+CleanRL / "The 37 Implementation Details of PPO" (Huang et al., ICLR blog track 2022, details 2
+and 3, https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/): orthogonal
+weights with gain sqrt(2) on hidden layers, 0.01 on the policy head, 1.0 on the value head, zero
+biases; Box actions use a state-independent log-std parameter (detail 5 of the continuous part).
+
+``PolicyExport`` turns a trained actor into a plain ``torch.export`` program: obs -> env action.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from colonyrl.agents.distributions import (
+    Categorical,
+    DiagGaussian,
+    Distribution,
+    SquashedDiagGaussian,
+    clip_action,
+    squash_action,
+)
+from colonyrl.scheme.config import Config, ConfigError
+
+__all__ = ["ActorCriticConfig", "ActorCritic", "PolicyExport", "export_policy"]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ActorCriticConfig(Config):
+    hidden_sizes: tuple[int, ...] = (64, 64)  # () = linear policy and value
+    activation: Literal["tanh", "relu"] = "tanh"
+    shared_trunk: bool = False  # False: separate policy and value MLPs (SB3 MlpPolicy)
+    ortho_init: bool = True  # CleanRL layer_init: orthogonal, gains sqrt(2) / 0.01 / 1.0
+    log_std_init: float = 0.0  # initial log-std of Box actions (SB3 default 0.0)
+    squash: bool = False  # Box: tanh-squash to the bounds instead of clipping the sample
+
+    def _check(self) -> None:
+        if any(h <= 0 for h in self.hidden_sizes):
+            raise ConfigError("ActorCriticConfig.hidden_sizes", self.hidden_sizes, "a tuple of integers > 0")
+
+    def build(self, observation_space: gym.Space, action_space: gym.Space) -> ActorCritic:
+        return ActorCritic(self, observation_space, action_space)
+
+
+def _linear(n_in: int, n_out: int, gain: float, ortho: bool) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out)
+    if ortho:  # CleanRL's layer_init(layer, std, bias_const=0.0)
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def _mlp(n_in: int, cfg: ActorCriticConfig, n_out: int | None, out_gain: float) -> nn.Sequential:
+    """Hidden layers with activations, then an output layer unless ``n_out`` is None."""
+    layers: list[nn.Module] = []
+    for h in cfg.hidden_sizes:
+        layers += [_linear(n_in, h, math.sqrt(2.0), cfg.ortho_init), _ACTIVATIONS[cfg.activation]()]
+        n_in = h
+    if n_out is not None:
+        layers.append(_linear(n_in, n_out, out_gain, cfg.ortho_init))
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """Policy and value function. Batch API: every method takes obs [B, *obs_shape]."""
+
+    def __init__(self, config: ActorCriticConfig, observation_space: gym.Space, action_space: gym.Space) -> None:
+        super().__init__()
+        self.config = config
+        self.observation_space, self.action_space = observation_space, action_space
+        self._setup_obs(observation_space)
+        n_out = self._setup_actions(action_space, config)
+        last = config.hidden_sizes[-1] if config.hidden_sizes else self.obs_dim
+        if config.shared_trunk:
+            self.trunk: nn.Module | None = _mlp(self.obs_dim, config, None, 1.0)
+            self.pi: nn.Module = _linear(last, n_out, 0.01, config.ortho_init)
+            self.vf: nn.Module = _linear(last, 1, 1.0, config.ortho_init)
+        else:
+            self.trunk = None
+            self.pi = _mlp(self.obs_dim, config, n_out, 0.01)
+            self.vf = _mlp(self.obs_dim, config, 1, 1.0)
+
+    # -- construction -------------------------------------------------------------------------
+    def _setup_obs(self, space: gym.Space) -> None:
+        if isinstance(space, gym.spaces.Box):
+            self.obs_dim, self._obs_onehot, self._obs_start = int(np.prod(space.shape)), False, 0
+        elif isinstance(space, gym.spaces.Discrete):
+            self.obs_dim, self._obs_onehot, self._obs_start = int(space.n), True, int(space.start)
+        else:
+            raise ConfigError("ActorCritic.observation_space", space, "a Box (flattened) or a Discrete (one-hot)")
+
+    def _setup_actions(self, space: gym.Space, config: ActorCriticConfig) -> int:
+        """Set the action layout; return the size of the policy head's output."""
+        self.is_discrete = isinstance(space, gym.spaces.Discrete)
+        if self.is_discrete:
+            self.action_shape: tuple[int, ...] = ()
+            self._action_start = int(space.start)
+            return int(space.n)
+        if not isinstance(space, gym.spaces.Box):
+            raise ConfigError("ActorCritic.action_space", space, "a Discrete or a Box")
+        low, high = (torch.as_tensor(np.asarray(b, np.float32)) for b in (space.low, space.high))
+        if config.squash and not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+            raise ConfigError("ActorCriticConfig.squash", True, "False for a Box with infinite bounds")
+        self.action_shape = tuple(space.shape)
+        self.register_buffer("low", low, persistent=False)  # constants: not part of the weights
+        self.register_buffer("high", high, persistent=False)
+        self.log_std = nn.Parameter(torch.full(self.action_shape, float(config.log_std_init)))
+        self._log_scale = float(torch.log(0.5 * (high - low)).sum()) if config.squash else 0.0
+        return int(np.prod(self.action_shape))
+
+    # -- forward ------------------------------------------------------------------------------
+    def preprocess(self, obs: torch.Tensor) -> torch.Tensor:
+        """Obs [B, *obs_shape] (any dtype) -> float32 [B, obs_dim]; Discrete obs one-hot."""
+        if self._obs_onehot:
+            return F.one_hot(obs.long().reshape(-1) - self._obs_start, self.obs_dim).float()
+        x = obs if obs.dim() == 2 else obs.reshape(obs.shape[0], -1)
+        return x.float()  # no-op for float32; uint8 images become 0..255 floats (scale in the env)
+
+    def policy_params(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits [B, n] (Discrete) or the Gaussian mean [B, *action_shape] (Box)."""
+        x = self.preprocess(obs)
+        return self._shape_params(self.pi(x if self.trunk is None else self.trunk(x)))
+
+    def _shape_params(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.is_discrete or len(self.action_shape) == 1 else out.view(-1, *self.action_shape)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits or mean, value [B])."""
+        x = self.preprocess(obs)
+        if self.trunk is not None:
+            x = self.trunk(x)
+        return self._shape_params(self.pi(x)), self.vf(x).squeeze(-1)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """V(obs) [B] (only the value path runs when the trunk is not shared)."""
+        x = self.preprocess(obs)
+        return self.vf(x if self.trunk is None else self.trunk(x)).squeeze(-1)
+
+    def make_distribution(self, params: torch.Tensor) -> Distribution:
+        if self.is_discrete:
+            return Categorical(params)
+        if self.config.squash:
+            return SquashedDiagGaussian(params, self.log_std, self._log_scale)
+        return DiagGaussian(params, self.log_std)
+
+    def distribution(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+        params, value = self(obs)
+        return self.make_distribution(params), value
+
+    def to_env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Stored action -> what env.step gets (Discrete: + start; Box: clipped or squashed)."""
+        if self.is_discrete:
+            return action + self._action_start if self._action_start else action
+        return (squash_action if self.config.squash else clip_action)(action, self.low, self.high)
+
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(action to store, env action, log-prob [B], value [B]); call under no_grad/inference_mode."""
+        dist, value = self.distribution(obs)
+        action = dist.mode() if deterministic else dist.sample()
+        return action, self.to_env_action(action), dist.log_prob(action), value
+
+
+class PolicyExport(nn.Module):
+    """obs -> deterministic env action (argmax, or the mean clipped/squashed), for ``torch.export``.
+
+    >>> ep = torch.export.export(PolicyExport(ac), (obs,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    >>> torch.export.save(ep, "policy.pt2"); torch.export.load("policy.pt2").module()(obs)
+    """
+
+    def __init__(self, actor: ActorCritic) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        params = self.actor.policy_params(obs)
+        mode = params.argmax(-1) if self.actor.is_discrete else params
+        return self.actor.to_env_action(mode)
+
+
+def export_policy(actor: ActorCritic, path: str, batch_size: int = 2) -> torch.export.ExportedProgram:
+    """Export ``PolicyExport(actor)`` with a dynamic batch dimension and save it to ``path``.
+
+    The file runs with plain torch: ``torch.export.load(path).module()(obs)``.
+    """
+    space = actor.observation_space
+    example = torch.as_tensor(np.stack([space.sample() for _ in range(max(batch_size, 2))]))
+    batch = torch.export.Dim("batch")  # example batch >= 2: torch.export specializes sizes 0 and 1
+    policy = PolicyExport(actor)
+    with torch.no_grad():
+        program = torch.export.export(policy, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, path)
+    return program

@@ -1,0 +1,202 @@
+"""Proximal Policy Optimization (Schulman et al. 2017, https://arxiv.org/abs/1707.06347).
+
+The update follows CleanRL's cleanrl/ppo.py update block, split in two (model: RLlib's
+``Learner.compute_gradients`` / ``apply_gradients``): ``compute_gradients`` runs on a GWorker for
+one minibatch; ``apply_gradients`` runs on the Learner, after the gradients of all GWorkers are
+averaged, and clips the *global* gradient norm there, so N workers on N minibatches equal one
+worker on their union.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from colonyrl.agents.base import ActOut
+from colonyrl.agents.networks import ActorCritic
+from colonyrl.scheme.config import Config, from_dict, param
+
+__all__ = ["PPOConfig", "PPO", "LossOut", "policy_loss", "value_loss", "ppo_loss"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PPOConfig(Config):
+    lr: float = param(3e-4, gt=0, runtime=True)
+    num_epochs: int = param(10, ge=1, runtime=True)  # passes over each rollout (read by the GWorker)
+    minibatch_size: int = param(64, ge=1, runtime=True)  # samples per gradient (read by the GWorker)
+    clip_range: float = param(0.2, gt=0, runtime=True)
+    clip_range_vf: float | None = param(None, gt=0, runtime=True)  # None: no value clipping
+    ent_coef: float = param(0.0, ge=0, runtime=True)
+    vf_coef: float = param(0.5, ge=0, runtime=True)
+    max_grad_norm: float | None = param(0.5, gt=0, runtime=True)  # None: no clipping
+    normalize_advantage: bool = True  # per minibatch, as CleanRL and SB3
+    target_kl: float | None = param(None, gt=0, runtime=True)  # None: no early stop
+    adam_eps: float = param(1e-5, gt=0)  # CleanRL / "37 details" #3 (torch default 1e-8)
+
+    def build(self, actor: ActorCritic) -> PPO:
+        return PPO(self, actor)
+
+
+class LossOut(NamedTuple):
+    """The PPO objective and its named terms (scalar tensors; only ``total`` carries a graph
+    through all of them)."""
+
+    total: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor
+    approx_kl: torch.Tensor
+    clipfrac: torch.Tensor
+
+
+def policy_loss(
+    logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped surrogate L^CLIP (paper eq. 7), negated; returns (loss, clipfrac, approx_kl)."""
+    log_ratio = logp - logp_old
+    ratio = log_ratio.exp()
+    loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)).mean()
+    with torch.no_grad():
+        # k3 estimator of KL(old || new): E[(r - 1) - log r] (http://joschu.net/blog/kl-approx.html)
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > clip_range).float().mean()
+    return loss, clipfrac, approx_kl
+
+
+def value_loss(
+    values: torch.Tensor, values_old: torch.Tensor, returns: torch.Tensor, clip_range_vf: float | None
+) -> torch.Tensor:
+    """0.5 * MSE to the returns (CleanRL's 0.5 factor; SB3 has none, so its vf_coef is 2x ours).
+
+    With ``clip_range_vf`` the value *change* is clipped, as SB3 does (no max with the unclipped
+    loss, unlike CleanRL / baselines' PPO2): ``V = V_old + clamp(V - V_old, -c, c)``.
+    """
+    if clip_range_vf is not None:
+        values = values_old + torch.clamp(values - values_old, -clip_range_vf, clip_range_vf)
+    return 0.5 * (returns - values).pow(2).mean()
+
+
+def ppo_loss(actor: ActorCritic, batch: Any, cfg: PPOConfig) -> LossOut:
+    """Total loss = policy loss - ent_coef * entropy + vf_coef * value loss (paper eq. 9)."""
+    adv = batch.advantages
+    if cfg.normalize_advantage:  # per minibatch (CleanRL; "37 details" #7)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    dist, values = actor.distribution(batch.obs)
+    pg_loss, clipfrac, approx_kl = policy_loss(dist.log_prob(batch.actions), batch.logp_old, adv, cfg.clip_range)
+    v_loss = value_loss(values, batch.values_old, batch.returns, cfg.clip_range_vf)
+    entropy = dist.entropy().mean()
+    total = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+    return LossOut(total, pg_loss, v_loss, entropy, approx_kl, clipfrac)
+
+
+def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Zero-copy numpy -> torch; a read-only array (Ray's object store) is copied first."""
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.from_numpy(x if x.flags.writeable else np.array(x))
+
+
+def _copy_into(dst: torch.Tensor, src: torch.Tensor | np.ndarray) -> None:
+    """``dst[...] = src`` with a shape check; ``src`` may be a read-only numpy array (never written)."""
+    if tuple(src.shape) != tuple(dst.shape):
+        raise ValueError(f"shape {tuple(src.shape)} does not match {tuple(dst.shape)}")
+    if isinstance(src, torch.Tensor):
+        dst.copy_(src)
+    elif dst.device.type == "cpu":
+        np.copyto(dst.numpy(), src, casting="same_kind")
+    else:
+        dst.copy_(torch.tensor(src))
+
+
+class PPO:
+    """PPO on an :class:`ActorCritic`; owns the actor and its Adam optimizer."""
+
+    _INFO_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+
+    def __init__(self, config: PPOConfig, actor: ActorCritic) -> None:
+        self.config, self.actor = config, actor
+        self._params = list(actor.parameters())
+        # fused=True was measured faster than foreach=True on CPU (agents/README note in the report).
+        self.optimizer = torch.optim.Adam(self._params, lr=config.lr, eps=config.adam_eps, fused=True)
+
+    # -- acting (CWorker) ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def acting_step(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
+        action, env_action, logp, value = self.actor.act(_as_tensor(obs), deterministic)
+        return ActOut(action.numpy(), env_action.numpy(), logp.numpy(), value.numpy())
+
+    @torch.inference_mode()
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        return self.actor.value(_as_tensor(obs)).numpy()
+
+    # -- learning (GWorker computes, Learner applies) -----------------------------------------
+    def loss(self, batch: Any) -> LossOut:
+        return ppo_loss(self.actor, batch, self.config)
+
+    def compute_gradients(self, batch: Any) -> tuple[list[torch.Tensor] | None, dict[str, float]]:
+        """Gradients of one minibatch, aligned with ``parameters()``; None on a KL early stop."""
+        out = self.loss(batch)
+        terms = torch.stack([out.policy_loss, out.value_loss, out.entropy, out.approx_kl, out.clipfrac])
+        info = dict(zip(self._INFO_KEYS, terms.detach().tolist(), strict=True))  # one sync
+        target_kl = self.config.target_kl
+        # SB3's rule (stable_baselines3/ppo/ppo.py): stop before the step when KL > 1.5 * target.
+        info["early_stop"] = float(target_kl is not None and info["approx_kl"] > 1.5 * target_kl)
+        if info["early_stop"]:
+            return None, info
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params], info
+
+    def apply_gradients(self, grads: Sequence[torch.Tensor | np.ndarray]) -> dict[str, float]:
+        """Load ``grads`` into ``.grad`` (unless they already are), clip the global norm, step."""
+        if len(grads) != len(self._params):
+            raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
+        for p, g in zip(self._params, grads, strict=True):
+            if g is not p.grad:
+                if p.grad is None:
+                    p.grad = torch.empty_like(p)
+                _copy_into(p.grad, g)
+        grad_list = [p.grad for p in self._params]
+        if self.config.max_grad_norm is not None:  # "37 details" #11; returns the pre-clip norm
+            norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm, foreach=True)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grad_list]))
+        self.optimizer.step()
+        return {"grad_norm": float(norm)}
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self._params)
+
+    # -- weights, checkpoints, runtime hyperparameters ----------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.actor.state_dict().items()}
+
+    def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Copy ``arrays`` into the actor in place (accepts read-only arrays; optimizer untouched)."""
+        state = self.actor.state_dict()
+        if set(arrays) != set(state):
+            raise KeyError(f"weight names differ: missing {set(state) - set(arrays)}, "
+                           f"unexpected {set(arrays) - set(state)}")
+        with torch.no_grad():
+            for name, tensor in state.items():
+                _copy_into(tensor, arrays[name])
+
+    def state_dict(self) -> dict:
+        return {"actor": self.actor.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "config": dataclasses.asdict(self.config)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.config = from_dict(PPOConfig, state["config"])
+        self.actor.load_state_dict(state["actor"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def update_parameter(self, name: str, value: Any) -> None:
+        """Change a runtime hyperparameter; ConfigError (nothing changed) if the name or value is bad."""
+        self.config = self.config.check_parameter(name, value)
+        if name == "lr":
+            for group in self.optimizer.param_groups:
+                group["lr"] = float(value)

@@ -1,0 +1,104 @@
+"""The ``colonyrl`` command line, generated from the config dataclasses by tyro.
+
+    colonyrl train [--preset NAME] [--algo.lr 0.001 --scheme.num-grad-workers 2 ...]
+    colonyrl evaluate RUN_FOLDER [--episodes 10]
+    colonyrl presets
+
+Every flag of ``train`` comes from ``TrainConfig`` (``colonyrl train --help`` lists them with the
+chosen preset's values as defaults); nothing is written flag by flag here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Annotated
+
+import tyro
+
+from colonyrl.launch.evaluate import ModelFileError
+from colonyrl.scheme.config import ConfigError
+
+__all__ = ["main", "EvaluateArgs"]
+
+USAGE = "usage: colonyrl {train,evaluate,presets} [--help]"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateArgs:
+    """Evaluate a saved model: mean and std of the return over N deterministic episodes."""
+
+    #: A run folder written by `colonyrl train` (or its model.pt).
+    path: Annotated[str, tyro.conf.Positional]
+    episodes: int = 10
+    seed: int = 0
+    #: Sample actions instead of taking the most likely one.
+    stochastic: bool = False
+
+
+def _pop_preset(argv: list[str]) -> tuple[str, list[str]]:
+    from colonyrl.launch.presets import DEFAULT_PRESET
+
+    rest, name = [], DEFAULT_PRESET
+    it = iter(argv)
+    for arg in it:
+        if arg == "--preset":
+            name = next(it, DEFAULT_PRESET)
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return name, rest
+
+
+def train_main(argv: list[str]) -> int:
+    from colonyrl.launch.config import TrainConfig
+    from colonyrl.launch.presets import preset
+    from colonyrl.launch.train import train
+
+    name, rest = _pop_preset(argv)
+    cfg = tyro.cli(TrainConfig, default=preset(name), args=rest, prog="colonyrl train",
+                   description=f"Train with preset {name!r} (choose with --preset; see `colonyrl presets`).")
+    result = train(cfg)
+    return 0 if result.evaluation is not None else 1
+
+
+def evaluate_main(argv: list[str]) -> int:
+    from colonyrl.launch.evaluate import evaluate, load_model
+
+    args = tyro.cli(EvaluateArgs, args=argv, prog="colonyrl evaluate")
+    algo, cfg, counters = load_model(args.path)
+    result = evaluate(algo, cfg.components().evaluation_env(), args.episodes, args.seed, not args.stochastic)
+    print(f"{cfg.env.id}: mean return {result.mean:.2f} +/- {result.std:.2f} over {args.episodes} episodes "
+          f"(model trained for {counters.get('env_steps', 0):,} env steps)")
+    return 0
+
+
+def presets_main(argv: list[str]) -> int:
+    from colonyrl.launch.presets import DEFAULT_PRESET, PRESETS, describe
+
+    for name in PRESETS:
+        print(f"{name:20s}{' (default)' if name == DEFAULT_PRESET else '':11s} {describe(name)}")
+    return 0
+
+
+COMMANDS = {"train": train_main, "evaluate": evaluate_main, "presets": presets_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except ConfigError as e:  # a bad value: say which field and what is allowed, start nothing
+        print(f"colonyrl {argv[0]}: invalid configuration: {e}", file=sys.stderr)
+        return 2
+    except ModelFileError as e:
+        print(f"colonyrl {argv[0]}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

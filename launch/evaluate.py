@@ -1,0 +1,106 @@
+"""Deterministic evaluation, and the saved-model format that ``colonyrl evaluate`` loads.
+
+A saved model is a folder with two files:
+
+* ``model.pt``: ``{"format", "config", "state_dict", "counters"}`` of plain tensors and primitive
+  values, loadable with ``torch.load(path, weights_only=True)`` (nothing in it can run code);
+  colonyrl rebuilds the actor from ``config``.
+* ``policy.pt2``: the deterministic policy as a ``torch.export`` program with a dynamic batch
+  dimension: plain torch runs it without colonyrl,
+  ``torch.export.load("policy.pt2").module()(obs) -> action``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from colonyrl.agents.networks import PolicyExport
+from colonyrl.envs.factory import EnvConfig
+
+__all__ = ["ModelFileError", "EvalResult", "evaluate", "save_model", "load_model", "MODEL_FORMAT", "EVAL_WORKER_INDEX"]
+
+MODEL_FORMAT = "colonyrl-model/1"
+#: Evaluation envs are seeded as this worker index, apart from every training worker.
+EVAL_WORKER_INDEX = 1_000_000
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, truncated, corrupted or not a colonyrl model."""
+
+
+class EvalResult(NamedTuple):
+    mean: float
+    std: float
+    returns: np.ndarray
+    lengths: np.ndarray
+
+
+def evaluate(algo: Any, env: EnvConfig, episodes: int = 10, seed: int = 0, deterministic: bool = True) -> EvalResult:
+    """Mean and std of the return over ``episodes`` episodes, one per sub-env, run side by side."""
+    venv, obs = env.make(num_envs=episodes, seed=seed, worker_index=EVAL_WORKER_INDEX)
+    try:
+        returns = np.zeros(episodes)
+        lengths = np.zeros(episodes, dtype=np.int64)
+        running = np.ones(episodes, dtype=bool)
+        while running.any():
+            action = algo.acting_step(obs, deterministic=deterministic).env_action
+            obs, reward, terminated, truncated, _ = venv.step(action)
+            returns += np.where(running, reward, 0.0)
+            lengths += running
+            running &= ~(terminated | truncated)  # each sub-env counts its first episode only
+    finally:
+        venv.close()
+    return EvalResult(float(returns.mean()), float(returns.std()), returns, lengths)
+
+
+def save_model(folder: str | os.PathLike[str], algo: Any, config: Any, counters: dict[str, int]) -> Path:
+    """Write ``model.pt`` and ``policy.pt2`` into ``folder`` (each atomically: temp file, rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": MODEL_FORMAT,
+        "config": dataclasses.asdict(config),
+        "state_dict": {k: v.detach().clone() for k, v in algo.actor.state_dict().items()},
+        "counters": dict(counters),
+    }
+    _atomic(folder / "model.pt", lambda p: torch.save(state, p))
+    policy = PolicyExport(algo.actor).eval()
+    obs_space = algo.actor.observation_space
+    example = torch.as_tensor(np.stack([obs_space.sample(), obs_space.sample()])).float()
+    program = torch.export.export(policy, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    _atomic(folder / "policy.pt2", lambda p: torch.export.save(program, p))
+    return folder
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, int]]:
+    """(algorithm with the saved actor weights, TrainConfig, counters) from a model folder or file."""
+    from colonyrl.launch.config import TrainConfig
+    from colonyrl.scheme.config import from_dict
+
+    path = Path(path)
+    file = path / "model.pt" if path.is_dir() else path
+    if not file.exists():
+        raise ModelFileError(f"no saved model at {file} (expected a run folder with model.pt)")
+    try:
+        state = torch.load(file, weights_only=True, map_location="cpu")
+    except Exception as e:
+        raise ModelFileError(f"{file} is not a readable colonyrl model ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"{file} is not a colonyrl model (format {MODEL_FORMAT!r} expected)")
+    config = from_dict(TrainConfig, state["config"])
+    components = config.components()
+    algo = components.build_algorithm(components.spaces())
+    algo.actor.load_state_dict(state["state_dict"])
+    return algo, config, state.get("counters", {})
+
+
+def _atomic(target: Path, write: Any) -> None:
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, target)  # atomic on POSIX: readers see the old file or the new one, never half

@@ -1,0 +1,38 @@
+"""colonyrl.scheme: the hierarchy of workers and the data path between them.
+
+The data path, hop by hop (file :: function):
+
+1. ``envs/factory.py :: EnvConfig.make``          gymnasium vector env (next-step autoreset)
+2. ``scheme/c_worker.py :: CWorker.collect``      act -> env.step -> ``RolloutStorage.insert``
+3. ``scheme/wire.py :: pack``                     lz4 on raw array bytes (only across nodes)
+4. ``scheme/g_worker.py :: GWorker.step``         unpack -> ``RolloutStorage.add_data`` -> GAE
+                                                   -> minibatch -> ``Algorithm.compute_gradients``
+5. ``scheme/learner.py :: Learner.step``          gather gradients -> apply -> broadcast weights v+1
+6. ``scheme/scheme.py :: Scheme``                 builds and connects all of the above (one screen)
+
+Nothing here imports Ray at import time; Ray is imported only when a scheme has remote workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Config": "colonyrl.scheme.config",
+    "ConfigError": "colonyrl.scheme.config",
+    "Weights": "colonyrl.scheme.packets",
+    "Rollout": "colonyrl.scheme.packets",
+    "GradientPacket": "colonyrl.scheme.packets",
+    "SchemeConfig": "colonyrl.scheme.scheme",
+    "Scheme": "colonyrl.scheme.scheme",
+    "Learner": "colonyrl.scheme.learner",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:  # lazy, so agents/storage/envs can import scheme.config cheaply
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(name)

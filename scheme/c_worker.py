@@ -1,0 +1,121 @@
+"""CWorker: steps a gymnasium vector env with the current policy and returns rollouts.
+
+A plain class: in-process it is called directly by its GWorker; on Ray it is wrapped as an actor
+(``scheme/remote.py``). It never imports Ray itself except to learn which node it runs on when
+its receiver is remote (the ``compress="auto"`` decision).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+
+from colonyrl.envs.factory import episode_stats
+from colonyrl.scheme.components import Components
+from colonyrl.scheme.packets import EpisodeStats, Rollout, Weights
+from colonyrl.scheme.runtime import init_process
+from colonyrl.scheme.wire import Compressor
+
+__all__ = ["CWorker"]
+
+
+class CWorker:
+    """One collection worker.
+
+    Args:
+        components: what to build (env, actor, algorithm, storage) and the base seed.
+        index: global collection-worker index; seeds its envs (distinct per worker and sub-env).
+        name: e.g. ``"g0.c1"``, used in metrics and error messages.
+        compress: ``"auto"`` (only across nodes, only keys worth it), True or False.
+        receiver_node: node id of the GWorker this worker sends to; None = same process.
+    """
+
+    def __init__(
+        self,
+        components: Components,
+        index: int,
+        name: str,
+        compress: Literal["auto"] | bool = "auto",
+        receiver_node: str | None = None,
+        torch_threads: int = 1,
+    ) -> None:
+        init_process(torch_threads)
+        self.name, self.index = name, index
+        self.components = components
+        self.spaces = components.spaces()
+        self.algo = components.build_algorithm(self.spaces)
+        self.env, self.obs = components.env.make(seed=components.seed, worker_index=index)
+        self.num_envs = self.env.num_envs
+        self.storage = components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs)
+        # With next-step autoreset, the step after an episode end only resets that sub-env: its
+        # transition is not real and is marked invalid (gymnasium 1.x autoreset docs; platform.md §7).
+        self.prev_done = np.zeros(self.num_envs, dtype=bool)
+        self.version = -1
+        # In one process, or on one node (Ray's shared memory, zero-copy for numpy), the arrays go
+        # as they are: packing would only add copies (measured: 52 ms to pack 58 MB raw vs 0.02 ms
+        # to hand numpy over out-of-band). Only a remote receiver gets the lz4 envelope.
+        compressor = None if receiver_node is None else Compressor(compress, same_node=receiver_node == _node_id())
+        self.compressor = compressor if compressor is not None and compressor.active else None
+
+    # -- weights -----------------------------------------------------------------------------
+    def set_weights(self, weights: Weights) -> int:
+        if weights.version != self.version:
+            self.algo.set_weights(weights.arrays)
+            self.version = weights.version
+        return self.version
+
+    # -- collection --------------------------------------------------------------------------
+    def collect(self, weights: Weights | None = None) -> Rollout:
+        """Step the envs for ``storage.num_steps`` steps with the current weights."""
+        if weights is not None:
+            self.set_weights(weights)
+        start = time.perf_counter()
+        algo, env, storage = self.algo, self.env, self.storage
+        obs, prev_done = self.obs, self.prev_done
+        finished: list[EpisodeStats] = []
+        for _ in range(storage.config.num_steps):
+            out = algo.acting_step(obs)
+            next_obs, reward, terminated, truncated, info = env.step(out.env_action)
+            storage.insert(obs, out.action, out.logp, out.value, reward, terminated, truncated, ~prev_done)
+            prev_done = terminated | truncated
+            if prev_done.any():
+                finished.append(EpisodeStats(*episode_stats(info)))
+            obs = next_obs
+        # V(obs after the last step): the bootstrap for the last transition (also when truncated).
+        storage.finish(algo.value(obs))
+        self.obs, self.prev_done = obs, prev_done
+        return self._rollout(storage.get_data(), EpisodeStats.concat(finished), time.perf_counter() - start)
+
+    def _rollout(self, data: dict[str, np.ndarray], episodes: EpisodeStats, elapsed: float) -> Rollout:
+        steps = int(data["rewards"].size)
+        info = {"collect_time_s": elapsed, "collect_fps": steps / max(elapsed, 1e-9)}
+        payload: object = data
+        if self.compressor is not None:
+            packed = self.compressor.pack(data)
+            info.update(raw_bytes=float(packed.raw_bytes), wire_bytes=float(packed.wire_bytes))
+            payload = packed
+        else:
+            raw = float(sum(a.nbytes for a in data.values()))
+            info.update(raw_bytes=raw, wire_bytes=raw)
+        return Rollout(self.version, self.name, payload, steps, episodes, info)
+
+    # -- introspection (tests, health checks) ------------------------------------------------
+    def ping(self) -> str:
+        return self.name
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on (only called when the receiver is remote)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()

@@ -1,0 +1,130 @@
+"""GWorker: turns its CWorkers' rollouts into gradients, one minibatch per call.
+
+``step`` = make sure there is data (a collection round through the collection strategy when the
+current batch is used up) -> next minibatch -> ``algo.compute_gradients``. The Learner applies the
+gradients; the GWorker never steps an optimizer in central mode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from colonyrl.scheme.components import Components
+from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Rollout, Weights
+from colonyrl.scheme.runtime import init_process
+from colonyrl.scheme.strategies import CollectionStrategy, SyncCollection
+from colonyrl.scheme.wire import Packed, unpack
+from colonyrl.scheme.worker_set import CWorkerSpec, make_cworker_set
+
+__all__ = ["GWorker"]
+
+
+class GWorker:
+    """One gradient worker.
+
+    Args:
+        components: what to build (shared with its CWorkers).
+        index: GWorker index; ``name`` is ``f"g{index}"``.
+        cworkers: how to build its CWorkerSet.
+        algo: the Learner's algorithm object when this GWorker runs in the Learner's process
+            (then weights never need copying); None builds a replica (remote GWorkers).
+        numpy_grads: return gradients as numpy (for the wire) instead of torch tensors.
+    """
+
+    def __init__(
+        self,
+        components: Components,
+        index: int,
+        cworkers: CWorkerSpec,
+        algo: Any = None,
+        numpy_grads: bool = False,
+        collection: CollectionStrategy | None = None,
+        torch_threads: int = 1,
+    ) -> None:
+        init_process(torch_threads)
+        self.name, self.index = f"g{index}", index
+        self.components = components
+        spaces = components.spaces()
+        if algo is None:
+            torch.manual_seed(components.seed)  # same initial weights as the Learner's
+            algo = components.build_algorithm(spaces)
+        self.algo = algo
+        self.storage = components.storage.build(spaces.observation, spaces.action, components.env.num_envs)
+        self.cworkers = make_cworker_set(cworkers, components)
+        self.collection = collection or SyncCollection()
+        self.numpy_grads = numpy_grads
+        self.version = -1
+        self.generator = torch.Generator().manual_seed(components.seed * 1000 + index)
+        self._batches: Iterator[Any] | None = None
+        self._data_version = 0.0
+
+    def set_weights(self, weights: Weights) -> None:
+        if weights.version != self.version:
+            self.algo.set_weights(weights.arrays)
+            self.version = weights.version
+
+    def step(self, version: int, weights: Weights | None = None) -> GradientPacket:
+        """Gradients of the next minibatch, computed with the weights of ``version``."""
+        if weights is not None:
+            self.set_weights(weights)
+        self.version = version
+        env_steps, finished, info = 0, [], {}
+        while True:
+            if self._batches is None:
+                rollouts, round_info = self._collect()
+                env_steps += sum(r.env_steps for r in rollouts)
+                finished.extend(r.episodes for r in rollouts)
+                info.update(round_info)
+            batch = next(self._batches, None)  # type: ignore[arg-type]
+            if batch is None:  # all epochs done: collect again
+                self._batches = None
+                continue
+            start = time.perf_counter()
+            grads, grad_info = self.algo.compute_gradients(batch)
+            info.update(grad_info)
+            info["grad_time_s"] = time.perf_counter() - start
+            if grads is None:  # early stop (e.g. PPO target_kl): the rest of this batch is dropped
+                self._batches = None
+            elif self.numpy_grads:
+                grads = [g.numpy() for g in grads]
+            return GradientPacket(self.version, self._data_version, self.name, grads, int(batch.obs.shape[0]),
+                                  env_steps, EpisodeStats.concat(finished), info)
+
+    def _collect(self) -> tuple[list[Rollout], dict[str, float]]:
+        start = time.perf_counter()
+        weights = Weights(self.version, self.algo.get_weights())
+        rollouts = self.collection.collect(self.cworkers, weights)
+        collect_wall = time.perf_counter() - start
+        self.storage.clear()
+        raw = wire = 0.0
+        for r in rollouts:
+            self.storage.add_data(unpack(r.data) if isinstance(r.data, Packed) else r.data)
+            raw += r.info.get("raw_bytes", 0.0)
+            wire += r.info.get("wire_bytes", 0.0)
+        info = self.storage.before_gradients()
+        cfg = self.algo.config
+        self._batches = self.storage.generate_batches(cfg.num_epochs, cfg.minibatch_size, self.generator)
+        self._data_version = float(np.mean([r.version for r in rollouts]))
+        info.update(
+            collect_time_s=collect_wall,
+            prepare_time_s=time.perf_counter() - start - collect_wall,
+            rollout_bytes_raw=raw,
+            rollout_bytes_wire=wire,
+            worker_collect_fps=float(np.mean([r.info["collect_fps"] for r in rollouts])),
+        )
+        return rollouts, info
+
+    # -- introspection ---------------------------------------------------------------------------
+    def ping(self) -> str:
+        return self.name
+
+    def get_weights(self) -> Weights:
+        return Weights(self.version, self.algo.get_weights())
+
+    def close(self) -> None:
+        self.cworkers.close()

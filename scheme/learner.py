@@ -1,0 +1,146 @@
+"""Learner: drives training. ``step()`` reads as three verbs: gather, apply, broadcast.
+
+The update work (PyTorchRL's separate UWorker) is folded in here (DESIGN: Coordination). The
+Learner owns the master copy of the algorithm (optimizer included) and the counters that a
+checkpoint restores: policy version, env steps, updates, episodes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
+from colonyrl.scheme.strategies import GradientStrategy, UpdateStrategy
+from colonyrl.scheme.worker_set import GWorkerSet
+
+__all__ = ["Learner", "Metrics"]
+
+# Packet info keys that are durations: summed over a logging window and reported as time shares.
+_TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
+
+
+class Metrics:
+    """Means (and sums for durations and bytes) of everything reported since the last ``pop``."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.returns: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+
+    def add(self, values: Mapping[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] += v
+            self.counts[k] += 1
+
+    def add_episodes(self, episodes: EpisodeStats) -> None:
+        if episodes.returns.size:
+            self.returns.append(episodes.returns)
+            self.lengths.append(episodes.lengths)
+
+    def pop(self) -> tuple[dict[str, float], dict[str, float], np.ndarray, np.ndarray]:
+        means = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        sums = dict(self.sums)
+        returns = np.concatenate(self.returns) if self.returns else np.zeros(0)
+        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0)
+        self.__init__()  # type: ignore[misc]
+        return means, sums, returns, lengths
+
+
+class Learner:
+    """Gathers gradients from the GWorkerSet, applies them, broadcasts versioned weights."""
+
+    def __init__(self, algo: Any, gworkers: GWorkerSet, gradients: GradientStrategy, update: UpdateStrategy,
+                 remote_weights: bool) -> None:
+        self.algo, self.gworkers = algo, gworkers
+        self.gradients, self.update = gradients, update
+        self.remote_weights = remote_weights
+        self.version = 0
+        self.env_steps = 0
+        self.num_updates = 0
+        self.num_episodes = 0
+        self.metrics = Metrics()
+        self._weights: Weights | None = None
+        self.broadcast()
+        self._window_start = time.perf_counter()
+        self._window_steps = 0
+
+    # -- the three verbs ---------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        packets = self.gather()
+        info = self.apply(packets)
+        self.broadcast()
+        return info
+
+    def gather(self) -> list[GradientPacket]:
+        start = time.perf_counter()
+        packets = self.gradients.gather(self.gworkers, self.version, self._weights)
+        self.metrics.add({"gather_time_s": time.perf_counter() - start})
+        for p in packets:
+            self.env_steps += p.env_steps
+            self._window_steps += p.env_steps
+            self.num_episodes += len(p.episodes.returns)
+            self.metrics.add_episodes(p.episodes)
+            self.metrics.add(p.info)
+            self.metrics.add({"policy_lag": self.version - p.data_version,
+                              "gradient_staleness": self.version - p.weights_version})
+        return packets
+
+    def apply(self, packets: Sequence[GradientPacket]) -> dict[str, float]:
+        start = time.perf_counter()
+        info = self.update.apply(self.algo, packets)
+        if info:  # at least one packet carried gradients: the weights changed
+            self.version += 1
+            self.num_updates += 1
+        info["update_time_s"] = time.perf_counter() - start
+        self.metrics.add(info)
+        return info
+
+    def broadcast(self) -> None:
+        """Publish the weights of the current version to the GWorkers.
+
+        In-process the single GWorker shares this algorithm object, so only the version moves.
+        Remote GWorkers get one ``Weights`` object, put once and referenced by all of them
+        (``RemoteGWorkerSet.step``), sent with their next step.
+        """
+        if self.remote_weights and (self._weights is None or self._weights.version != self.version):
+            self._weights = Weights(self.version, self.algo.get_weights())
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def pop_metrics(self) -> dict[str, float]:
+        """Everything since the previous call, named as it is logged to MLflow."""
+        wall = max(time.perf_counter() - self._window_start, 1e-9)
+        means, sums, returns, lengths = self.metrics.pop()
+        out = {k: v for k, v in means.items() if not k.endswith("_time_s") and not k.startswith("rollout_bytes")}
+        out.update(
+            env_steps=float(self.env_steps),
+            policy_version=float(self.version),
+            updates=float(self.num_updates),
+            episodes=float(self.num_episodes),
+            fps=self._window_steps / wall,
+        )
+        if returns.size:
+            out.update(episode_return=float(returns.mean()), episode_return_max=float(returns.max()),
+                       episode_length=float(lengths.mean()))
+        for key, name in _TIMES.items():
+            if key in sums:
+                out[f"time_share_{name}"] = sums[key] / wall
+        out["time_share_update"] = sums.get("update_time_s", 0.0) / wall
+        raw, wire = sums.get("rollout_bytes_raw", 0.0), sums.get("rollout_bytes_wire", 0.0)
+        if wire:
+            out.update(bytes_sent=wire, bytes_raw=raw, compression_ratio=raw / wire)
+        self._window_start, self._window_steps = time.perf_counter(), 0
+        return out
+
+    # -- queries (tests, checkpoints) -----------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        return {"version": self.version, "env_steps": self.env_steps, "updates": self.num_updates,
+                "episodes": self.num_episodes}
+
+    def close(self) -> None:
+        self.gworkers.close()

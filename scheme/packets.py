@@ -1,0 +1,74 @@
+"""Typed packets that travel between the layers (model: SB3's ``RolloutBufferSamples`` NamedTuple).
+
+Every packet carries the policy version it belongs to, so the Learner can measure policy lag
+(learner version - collecting version) and gradient staleness (learner version - version the
+gradients were computed on). Payloads are numpy (zero-copy through Ray's object store); torch
+tensors are made at the edge with ``torch.from_numpy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["Weights", "Rollout", "GradientPacket", "EpisodeStats", "ROLLOUT_KEYS"]
+
+#: The on-policy rollout layout a CWorker sends (all numpy, time-major):
+#:   obs        [T, N, *obs_shape]  observation the action was chosen on
+#:   actions    [T, N, *act_shape]  the sampled action (int64 for Discrete; raw, unclipped float32 for Box)
+#:   logp       [T, N]   float32    log-probability of the action under the collecting policy
+#:   values     [T+1, N] float32    V(obs_t); row T is V of the observation after the last step
+#:   rewards    [T, N]   float32
+#:   terminated [T, N]   bool       true termination: never bootstrap
+#:   truncated  [T, N]   bool       time limit: bootstrap from V(real final obs) = values[t+1]
+#:   valid      [T, N]   bool       False for gymnasium's next-step autoreset transition (not real)
+ROLLOUT_KEYS = ("obs", "actions", "logp", "values", "rewards", "terminated", "truncated", "valid")
+
+
+class EpisodeStats(NamedTuple):
+    """Returns and lengths of the episodes that finished inside one rollout."""
+
+    returns: np.ndarray  # float64 [E]
+    lengths: np.ndarray  # int64 [E]
+
+    @staticmethod
+    def empty() -> EpisodeStats:
+        return EpisodeStats(np.zeros(0, np.float64), np.zeros(0, np.int64))
+
+    @staticmethod
+    def concat(stats: list[EpisodeStats]) -> EpisodeStats:
+        if not stats:
+            return EpisodeStats.empty()
+        return EpisodeStats(np.concatenate([s.returns for s in stats]), np.concatenate([s.lengths for s in stats]))
+
+
+class Weights(NamedTuple):
+    """Versioned actor weights, broadcast down the hierarchy (one ``ray.put``, refs to all)."""
+
+    version: int
+    arrays: dict[str, np.ndarray]
+
+
+class Rollout(NamedTuple):
+    """What a CWorker sends its GWorker after one collection round."""
+
+    version: int  # policy version that collected it
+    worker: str  # e.g. "g0.c1"
+    data: Any  # dict[str, np.ndarray] (see ROLLOUT_KEYS) or a wire.Packed envelope
+    env_steps: int  # env steps taken, autoreset steps included
+    episodes: EpisodeStats
+    info: dict[str, float]  # collect_time_s, fps, raw_bytes, wire_bytes, ...
+
+
+class GradientPacket(NamedTuple):
+    """What a GWorker sends the Learner after one minibatch."""
+
+    weights_version: int  # version of the weights the gradients were computed with
+    data_version: float  # policy version that collected the data (mean over the merged rollouts)
+    worker: str  # e.g. "g1"
+    grads: list[Any] | None  # one array per parameter, in algo.parameters() order; None = no update
+    num_samples: int  # samples in the minibatch (weights for averaging)
+    env_steps: int  # env steps collected for this packet since the worker's previous packet
+    episodes: EpisodeStats
+    info: dict[str, float]  # loss terms and timings

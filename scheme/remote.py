@@ -1,0 +1,104 @@
+"""Ray plumbing: the only module of colonyrl that imports Ray at the top.
+
+Workers are plain classes; running one as a Ray actor is this wrapper (model: PyTorchRL's
+``Worker.as_remote``). Waiting is always bounded (``ray.wait(..., timeout=)``) and names the
+worker that did not answer (platform.md §2.5: never ``ray.get`` without a timeout in the Learner).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import ray
+from ray.exceptions import RayActorError
+
+from colonyrl.scheme.runtime import WorkerTimeoutError
+
+__all__ = ["ensure_ray", "as_remote", "wait_named", "WorkerDiedError", "node_id"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process died while doing ``stage``."""
+
+    def __init__(self, worker: str, stage: str, cause: BaseException) -> None:
+        self.worker, self.stage = worker, stage
+        super().__init__(f"{worker} died during '{stage}': {type(cause).__name__}: {str(cause)[:300]}")
+
+
+def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int | None = None) -> None:
+    """Connect to Ray once: an existing cluster at ``address``, or a new local instance.
+
+    ``address=None`` starts a *new* local instance (``address="local"``): a bare ``ray.init()``
+    would join whatever cluster ``ray start`` last recorded on this machine (platform.md §1.1).
+    The local instance gets at least as many logical CPUs as the scheme asks for, so its actors
+    never wait forever for a slot; every worker runs one torch thread, so nothing oversubscribes
+    threads, and processes time-share the cores. Ray's token authentication is on by default and
+    Ray has no loopback-only mode: its servers listen on all interfaces (README, "Security").
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address is None:
+        num_cpus = max(os.cpu_count() or 1, int(-(-num_cpus_needed // 1)))
+        kwargs: dict[str, Any] = {}
+        if object_store_mb is not None:
+            kwargs["object_store_memory"] = object_store_mb * 1024**2
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.WARNING, **kwargs)
+    else:
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+    available = ray.cluster_resources().get("CPU", 0.0)
+    if available < num_cpus_needed:
+        raise RuntimeError(
+            f"the scheme needs {num_cpus_needed:g} CPUs (grad_worker_resources.num_cpus x num_grad_workers"
+            f" + col_worker_resources.num_cpus x CWorkers) but the Ray cluster has {available:g}:"
+            " lower the per-worker num_cpus or add nodes"
+        )
+
+
+def as_remote(cls: type[T], num_cpus: float, num_gpus: float = 0.0, resources: Mapping[str, float] | None = None,
+              max_concurrency: int = 1) -> Any:
+    """``cls`` as a Ray actor class with these resources (no automatic restarts: the worker set
+    recreates dead workers itself, so it always knows a worker is new and re-sends weights)."""
+    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}) or None,
+                      max_restarts=0, max_concurrency=max_concurrency)(cls)
+
+
+def wait_named(futures: Mapping[Any, str], stage: str, timeout_s: float) -> list[Any]:
+    """Results of every future, in the mapping's order; bounded by ``timeout_s``.
+
+    Raises :class:`WorkerTimeoutError` naming the workers that did not answer, and
+    :class:`WorkerDiedError` naming a worker whose process died.
+    """
+    refs = list(futures)
+    ready, not_ready = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if not_ready:
+        raise WorkerTimeoutError([futures[r] for r in not_ready], stage, timeout_s)
+    out = []
+    for ref in refs:
+        try:
+            out.append(ray.get(ref))
+        except RayActorError as e:
+            raise WorkerDiedError(futures[ref], stage, e) from e
+    return out
+
+
+def node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def put(obj: Any) -> Any:
+    return ray.put(obj)
+
+
+def kill(actor: Any) -> None:
+    try:
+        ray.kill(actor)
+    except Exception as e:  # already dead: nothing to do
+        log.debug("kill: %s", e)

@@ -1,0 +1,136 @@
+"""The scheme: coordination config, and the one function that shows the topology (``connect``).
+
+Model: Sample Factory's ``connect_components``: every edge of the hierarchy is one commented line
+below. A mode is a strategy object chosen here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import torch
+
+from colonyrl.scheme.components import Components
+from colonyrl.scheme.config import Config, ConfigError, param
+from colonyrl.scheme.g_worker import GWorker
+from colonyrl.scheme.learner import Learner
+from colonyrl.scheme.runtime import init_process
+from colonyrl.scheme.strategies import CentralUpdate, SyncCollection, SyncGradients
+from colonyrl.scheme.worker_set import CWorkerSpec, LocalGWorkerSet, RemoteGWorkerSet
+
+__all__ = ["Resources", "SchemeConfig", "Scheme", "connect"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Resources(Config):
+    """What one worker of a kind asks Ray for (placement on a cluster follows these)."""
+
+    num_cpus: float = param(1.0, ge=0.0)
+    num_gpus: float = param(0.0, ge=0.0)
+    #: Custom Ray resources, e.g. {"collector_node": 1} to pin CWorkers to labelled nodes.
+    custom: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SchemeConfig(Config):
+    """How many workers, where they run, and how they coordinate (DESIGN: Coordination)."""
+
+    num_grad_workers: int = param(1, ge=1, le=1024)
+    #: CWorkers per GWorker.
+    num_col_workers: int = param(1, ge=1, le=1024)
+    collection: Literal["sync", "async"] = "sync"
+    gradients: Literal["sync", "async"] = "sync"
+    update: Literal["central", "decentralized"] = "central"
+    #: lz4 for rollouts: "auto" = only when the receiver is on another node and the sampled ratio pays.
+    compress: Literal["auto"] | bool = "auto"
+    #: Ray address of an existing cluster; None starts a local instance when workers are remote.
+    address: str | None = None
+    #: Run even a single GWorker / CWorker as Ray actors (default: one of a kind stays in-process).
+    force_remote: bool = False
+    grad_worker_resources: Resources = dataclasses.field(default_factory=Resources)
+    col_worker_resources: Resources = dataclasses.field(default_factory=Resources)
+    #: Longest wait for any worker call before it is reported by name.
+    worker_timeout_s: float = param(300.0, gt=0.0)
+    object_store_mb: int | None = param(None, ge=80)
+
+    def _check(self) -> None:
+        # Issue 3 adds these modes; until then reject them clearly instead of running something else.
+        for name, implemented in (("collection", "sync"), ("gradients", "sync"), ("update", "central")):
+            if getattr(self, name) != implemented:
+                raise ConfigError(f"SchemeConfig.{name}", getattr(self, name),
+                                  f"{implemented!r} (the other modes are not implemented yet)")
+
+    @property
+    def remote_grad_workers(self) -> bool:
+        return self.force_remote or self.num_grad_workers > 1
+
+    @property
+    def remote_col_workers(self) -> bool:
+        return self.force_remote or self.num_col_workers > 1
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.remote_grad_workers or self.remote_col_workers
+
+    @property
+    def num_cpus_needed(self) -> float:
+        cpus = 0.0
+        if self.remote_grad_workers:
+            cpus += self.num_grad_workers * self.grad_worker_resources.num_cpus
+        if self.remote_col_workers:
+            cpus += self.num_grad_workers * self.num_col_workers * self.col_worker_resources.num_cpus
+        return cpus
+
+
+def connect(config: SchemeConfig, components: Components) -> Learner:
+    """Build every worker and wire the hierarchy. The whole topology is on this screen."""
+    init_process()
+    if config.uses_ray:
+        from colonyrl.scheme import remote
+
+        remote.ensure_ray(config.address, config.num_cpus_needed, config.object_store_mb)
+    # Learner's master algorithm: the optimizer that applies every update lives here.
+    torch.manual_seed(components.seed)
+    algo = components.build_algorithm(components.spaces())
+    # GWorker g -> its CWorkerSet: local (one, in the GWorker's process) or Ray actors.
+    col = config.col_worker_resources
+
+    def cworkers_of(g: int) -> CWorkerSpec:
+        return CWorkerSpec(g, config.num_col_workers, config.remote_col_workers, col.num_cpus, col.num_gpus,
+                           tuple(col.custom.items()), config.compress, config.worker_timeout_s)
+
+    # Collection mode: a strategy object each GWorker uses to get rollouts from its CWorkerSet.
+    collection = SyncCollection()
+    # Learner -> GWorkerSet: one GWorker sharing the Learner's algorithm, or Ray actors with replicas.
+    if config.remote_grad_workers:
+        from colonyrl.scheme import remote
+
+        res = config.grad_worker_resources
+        cls = remote.as_remote(GWorker, res.num_cpus, res.num_gpus, res.custom)
+        actors = [cls.remote(components, g, cworkers_of(g), None, True, collection)
+                  for g in range(config.num_grad_workers)]
+        names = [f"g{g}" for g in range(config.num_grad_workers)]
+        gworkers: Any = RemoteGWorkerSet(actors, names, config.worker_timeout_s)
+        gworkers.call("ping")  # fail fast, by name, if a worker cannot start
+    else:
+        gworkers = LocalGWorkerSet(GWorker(components, 0, cworkers_of(0), algo, False, collection))
+    # Gradient mode and update mode: how the Learner gathers and applies.
+    return Learner(algo, gworkers, SyncGradients(), CentralUpdate(), remote_weights=config.remote_grad_workers)
+
+
+class Scheme:
+    """A built hierarchy: ``Scheme(config, components).learner.step()`` trains one update."""
+
+    def __init__(self, config: SchemeConfig, components: Components) -> None:
+        self.config, self.components = config, components
+        self.learner = connect(config, components)
+
+    def close(self) -> None:
+        self.learner.close()
+
+    def __enter__(self) -> Scheme:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,147 @@
+"""Worker sets: the same interface whether the workers live in this process or are Ray actors.
+
+A GWorker owns a ``CWorkerSet``; the Learner owns a ``GWorkerSet``. A set of one worker that is
+not forced remote lives in the caller's process (Sample Factory's serial mode; PyTorchRL's local
+worker); larger sets are Ray actors. Only the remote sets import Ray, and only when built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+from colonyrl.scheme.c_worker import CWorker
+from colonyrl.scheme.components import Components
+from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
+
+__all__ = ["CWorkerSpec", "CWorkerSet", "LocalCWorkerSet", "RemoteCWorkerSet", "make_cworker_set",
+           "GWorkerSet", "LocalGWorkerSet", "RemoteGWorkerSet"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CWorkerSpec:
+    """How a GWorker builds its CWorkerSet (decided once, in ``scheme.connect``)."""
+
+    gworker_index: int
+    num_workers: int
+    remote: bool
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: tuple[tuple[str, float], ...] = ()
+    compress: Any = "auto"
+    timeout_s: float = 300.0
+
+    def names(self) -> list[str]:
+        return [f"g{self.gworker_index}.c{i}" for i in range(self.num_workers)]
+
+    def global_index(self, i: int) -> int:
+        return self.gworker_index * self.num_workers + i
+
+
+class CWorkerSet(Protocol):
+    names: list[str]
+
+    def collect(self, weights: Weights) -> list[Rollout]: ...
+    def close(self) -> None: ...
+
+
+class LocalCWorkerSet:
+    """One CWorker in the GWorker's own process: plain calls, no copies, no Ray."""
+
+    def __init__(self, spec: CWorkerSpec, components: Components) -> None:
+        self.names = spec.names()
+        self.workers = [CWorker(components, spec.global_index(i), name) for i, name in enumerate(self.names)]
+
+    def collect(self, weights: Weights) -> list[Rollout]:
+        return [w.collect(weights) for w in self.workers]
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+
+
+class RemoteCWorkerSet:
+    """CWorkers as Ray actors; weights go down as one object ref shared by all of them."""
+
+    def __init__(self, spec: CWorkerSpec, components: Components) -> None:
+        from colonyrl.scheme import remote
+
+        self._remote = remote
+        self.spec, self.names = spec, spec.names()
+        cls = remote.as_remote(CWorker, spec.num_cpus, spec.num_gpus, dict(spec.resources))
+        receiver = remote.node_id()
+        self.actors = [cls.remote(components, spec.global_index(i), name, spec.compress, receiver)
+                       for i, name in enumerate(self.names)]
+
+    def collect(self, weights: Weights) -> list[Rollout]:
+        ref = self._remote.put(weights)  # one put, a ref to every worker (DESIGN: data path)
+        futures = {a.collect.remote(ref): n for a, n in zip(self.actors, self.names, strict=True)}
+        return self._remote.wait_named(futures, "collect", self.spec.timeout_s)
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}
+        return self._remote.wait_named(futures, method, self.spec.timeout_s)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self._remote.kill(a)
+
+
+def make_cworker_set(spec: CWorkerSpec, components: Components) -> CWorkerSet:
+    return RemoteCWorkerSet(spec, components) if spec.remote else LocalCWorkerSet(spec, components)
+
+
+class GWorkerSet(Protocol):
+    names: list[str]
+
+    def step(self, version: int, weights: Weights | None) -> list[GradientPacket]: ...
+    def close(self) -> None: ...
+
+
+class LocalGWorkerSet:
+    """One GWorker sharing the Learner's algorithm object: no weight copies at all in-process."""
+
+    def __init__(self, gworker: Any) -> None:
+        self.gworker = gworker
+        self.names = [gworker.name]
+
+    def step(self, version: int, weights: Weights | None) -> list[GradientPacket]:
+        return [self.gworker.step(version, None)]
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(self.gworker, method)(*args)]
+
+    def close(self) -> None:
+        self.gworker.close()
+
+
+class RemoteGWorkerSet:
+    """GWorkers as Ray actors, each with its own algorithm replica and CWorkerSet."""
+
+    def __init__(self, actors: list[Any], names: list[str], timeout_s: float) -> None:
+        from colonyrl.scheme import remote
+
+        self._remote = remote
+        self.actors, self.names, self.timeout_s = actors, names, timeout_s
+        self._weights_ref: Any = None
+        self._weights_version = -1
+
+    def step(self, version: int, weights: Weights | None) -> list[GradientPacket]:
+        if weights is not None and weights.version != self._weights_version:
+            self._weights_ref = self._remote.put(weights)  # put once per version, refs to all
+            self._weights_version = weights.version
+        futures = {a.step.remote(version, self._weights_ref): n
+                   for a, n in zip(self.actors, self.names, strict=True)}
+        return self._remote.wait_named(futures, "step", self.timeout_s)
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}
+        return self._remote.wait_named(futures, method, self.timeout_s)
+
+    def close(self) -> None:
+        try:
+            self.call("close")
+        except Exception:  # closing is best effort; the actors are killed next
+            pass
+        for a in self.actors:
+            self._remote.kill(a)

@@ -1,0 +1,31 @@
+"""Shared fixtures. One Ray instance per test session (start-up costs 4-8 s here)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # 2 cores: oversubscription made training 3-7x slower (platform.md §4)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray instance shared by every test marked ``ray`` in this session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=4, object_store_memory=256 * 1024**2,
+                 include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path) -> str:
+    """A real MLflow sqlite store in a temporary folder."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

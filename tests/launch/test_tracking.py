@@ -1,0 +1,200 @@
+"""Tracker on a real MLflow sqlite store.
+
+Creating a sqlite store runs MLflow's migrations (~1.7 s, platform.md §5.1), so these tests share
+one store per module (``store``) instead of the function-scoped ``mlflow_uri`` fixture; every test
+makes its own runs, so they do not depend on each other.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from colonyrl.launch import tracking
+from colonyrl.launch.tracking import Tracker, read_run
+
+EXPERIMENT = "colonyrl-tests"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict[str, str]:
+    """One migrated sqlite DB and artifact folder for this module."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    artifacts = str(root / "artifacts")
+    mlflow.MlflowClient(tracking_uri=uri).create_experiment(EXPERIMENT, artifact_location=artifacts)
+    return {"uri": uri, "artifacts": artifacts}
+
+
+def _tracker(store: dict[str, str], **kw) -> Tracker:
+    return Tracker(tracking_uri=store["uri"], experiment=EXPERIMENT, **kw)
+
+
+def _steps(uri: str, run_id: str, key: str) -> list[int]:
+    import mlflow
+
+    return sorted(m.step for m in mlflow.MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def test_start_log_flush_end_read_back(store, tmp_path):
+    t = _tracker(store, run_name="roundtrip")
+    params = {"lr": 3e-4, "env": "CartPole-v1", "long": "x" * 7000, **{f"p{i}": i for i in range(150)}}
+    run_id = t.start(params, tags={"kind": "test"})
+    assert run_id == t.run_id and t.active
+    assert t.artifact_uri.startswith(store["artifacts"])
+    for step in range(1200):  # 2400 points: three log_batch requests
+        t.log_metrics({"loss": 1.0 / (step + 1), "fps": np.float32(100.0)}, step=step)
+    t.log_metrics({"loss_nan": math.nan, "inf": math.inf}, step=0)
+    assert t.pending == 2400 and t.skipped_nonfinite == 2
+    assert read_run(store["uri"], run_id)["metrics"] == {}  # buffered: nothing written yet
+    t.flush()
+    assert t.pending == 0
+    t.log_dict({"algo": {"lr": 3e-4}}, "config/config.json")
+    t.log_text("hello", "notes.txt")
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"\0" * 16)
+    t.log_artifact(f, artifact_path="checkpoints")
+    t.log_metrics({"loss": 0.0}, step=1200)
+    t.end()  # flushes the last point
+    assert not t.active
+
+    got = read_run(store["uri"], run_id)
+    assert got["status"] == "FINISHED"
+    assert got["run_name"] == "roundtrip"
+    assert got["tags"]["kind"] == "test"
+    assert len(got["params"]) == 153
+    assert got["params"]["lr"] == "0.0003" and got["params"]["p149"] == "149"
+    assert got["params"]["long"] == "x" * 6000  # cut to MLflow's limit
+    assert got["metrics"] == {"fps": 1200, "loss": 1201}
+    assert _steps(store["uri"], run_id, "loss") == list(range(1201))
+    assert got["artifacts"] == ["checkpoints/weights.bin", "config/config.json", "notes.txt"]
+    assert (Path(t.artifact_uri) / "config" / "config.json").read_text().count("lr") == 1
+
+
+def test_resume_by_run_id_appends(store):
+    first = _tracker(store)
+    run_id = first.start({"lr": 0.1, "seed": 1})
+    for step in range(5):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.end()
+
+    again = _tracker(store)
+    with pytest.warns(UserWarning, match="lr"):
+        assert again.start({"lr": 0.2, "seed": 1, "resumed_from": 5}, run_id=run_id) == run_id
+    assert read_run(store["uri"], run_id)["status"] == "RUNNING"
+    for step in range(5, 10):
+        again.log_metrics({"loss": float(step)}, step=step)
+    again.end()
+
+    got = read_run(store["uri"], run_id)
+    assert got["status"] == "FINISHED"
+    assert got["params"] == {"lr": "0.1", "seed": "1", "resumed_from": "5"}  # params are write-once
+    assert got["metrics"] == {"loss": 10}
+    assert _steps(store["uri"], run_id, "loss") == list(range(10))
+
+
+def test_keyboard_interrupt_gives_killed_and_error_gives_failed(store):
+    with pytest.raises(KeyboardInterrupt), _tracker(store) as t:
+        t.start({})
+        t.log_metrics({"x": 1.0}, step=0)
+        raise KeyboardInterrupt
+    got = read_run(store["uri"], t.run_id)
+    assert got["status"] == "KILLED" and got["metrics"] == {"x": 1}  # flushed on the way out
+
+    with pytest.raises(ZeroDivisionError), _tracker(store) as t2:
+        t2.start({})
+        _ = 1 / 0
+    assert read_run(store["uri"], t2.run_id)["status"] == "FAILED"
+
+    with _tracker(store) as t3:
+        t3.start({})
+    assert read_run(store["uri"], t3.run_id)["status"] == "FINISHED"
+
+
+def test_disabled_tracker_writes_nothing(tmp_path):
+    t = Tracker(tracking_uri=f"sqlite:///{tmp_path / 'never.db'}", enabled=False)
+    with t:
+        assert t.start({"a": 1}) is None
+        t.log_metrics({"x": 1.0}, step=0)
+        t.flush()
+        t.log_dict({"a": 1}, "a.json")
+        t.log_text("t", "t.txt")
+        t.log_artifact(tmp_path / "missing.txt")
+    t.end()
+    assert t.run_id is None and t.pending == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mlflow_not_imported_until_needed():
+    code = ("import sys, colonyrl.launch.tracking as tr\n"
+            "t = tr.Tracker(enabled=False); t.start({}); t.log_metrics({'a': 1.0}, 0); t.end()\n"
+            "assert 'mlflow' not in sys.modules, 'mlflow imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_env_var_tracking_uri(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    monkeypatch.chdir(tmp_path)  # MLflow's default store would land here
+    t = Tracker(experiment=EXPERIMENT)
+    assert t.tracking_uri == store["uri"]
+    run_id = t.start({"k": "v"})
+    t.end()
+    assert read_run(store["uri"], run_id)["params"] == {"k": "v"}
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_new_experiment_created_by_name(store, tmp_path):
+    t = _tracker(store, artifact_location=str(tmp_path / "art"))
+    t.experiment = "colonyrl-tests-other"
+    run_id = t.start({})
+    t.log_text("x", "x.txt")
+    t.end()
+    import mlflow
+
+    exp = mlflow.MlflowClient(store["uri"]).get_experiment_by_name("colonyrl-tests-other")
+    assert read_run(store["uri"], run_id)["experiment_id"] == exp.experiment_id == t.experiment_id
+    assert (tmp_path / "art" / run_id / "artifacts" / "x.txt").is_file()
+    # the same name again reuses it
+    t2 = _tracker(store)
+    t2.experiment = "colonyrl-tests-other"
+    t2.start({})
+    t2.end()
+    assert t2.experiment_id == t.experiment_id
+
+
+def test_misuse_is_reported_early(store):
+    t = _tracker(store)
+    with pytest.raises(RuntimeError, match="before start"):
+        t.log_metrics({"x": 1.0}, step=0)
+    with pytest.raises(RuntimeError, match="start"):
+        t.log_text("x", "x.txt")
+    t.start({})
+    try:
+        with pytest.raises(ValueError, match="bad|name"):
+            t.log_metrics({"bad*name": 1.0}, step=0)
+        with pytest.raises(ValueError, match="normalized"):
+            t.log_metrics({"a//b": 1.0}, step=0)
+        with pytest.raises(RuntimeError, match="already"):
+            t.start({})
+        with pytest.raises(ValueError, match="status"):
+            t.end("DONE")  # type: ignore[arg-type]
+    finally:
+        t.end()
+    t.end()  # a second end does nothing
+
+
+def test_limits_match_installed_mlflow():
+    from mlflow.utils import validation
+
+    assert tracking.MAX_METRICS_PER_BATCH == validation.MAX_METRICS_PER_BATCH
+    assert tracking.MAX_PARAMS_TAGS_PER_BATCH == validation.MAX_PARAMS_TAGS_PER_BATCH
+    assert tracking.MAX_PARAM_VAL_LENGTH == validation.MAX_PARAM_VAL_LENGTH
+    assert tracking.MAX_TAG_VAL_LENGTH == validation.MAX_TAG_VAL_LENGTH
+    for name in ("loss", "eval/return mean", "a.b-c:d_e"):
+        assert bool(tracking._NAME_RE.match(name)) == bool(validation.validate_param_and_metric_name(name))
