@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["EVAL_EPISODES", "EVAL_EVERY", "SOLVE_RETURN", "eval_seed", "evaluate_policy_fn", "Noise",
+__all__ = ["EVAL_EPISODES", "EVAL_EVERY", "SOLVE_RETURN", "eval_seed", "evaluate_policy_fn", "Noise", "ForeignCPU",
            "cpu_times", "median_range", "fmt_median_range"]
 
 #: Deterministic episodes per evaluation, one per sub-env, run side by side.
@@ -102,3 +102,102 @@ def fmt_median_range(values: Sequence[float | None], digits: int = 1) -> str:
     if len([v for v in values if v is not None]) == 1:
         return f(med)
     return f"{f(med)} ({f(lo)}-{f(hi)})"
+
+
+class ForeignCPU:
+    """CPU time of every process *outside* this process tree, sampled from /proc in a thread.
+
+    The machine is shared: the load average cannot tell our own busy workers from someone else's
+    job. This counts CPU-seconds of processes that are not descendants of ``root_pid`` (once seen
+    as ours, a pid stays ours, so Ray processes re-parented on exit are not blamed on others).
+    Time of processes that start and end between two samples is missed (sampling every 0.5 s).
+    """
+
+    def __init__(self, root_pid: int | None = None, interval_s: float = 0.5) -> None:
+        import threading
+
+        self.root = root_pid or os.getpid()
+        self.interval = interval_s
+        self.tck = os.sysconf("SC_CLK_TCK")
+        self.ours: set[int] = {self.root}
+        self.prev: dict[int, float] = {}
+        self.history: list[tuple[float, float, float]] = []  # (time, foreign cpu-s, our cpu-s), cumulative
+        self._foreign = self._own = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sample(first=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> dict[int, tuple[int, float]]:
+        out = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            out[int(name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / self.tck)  # ppid, utime+stime
+        return out
+
+    def _sample(self, first: bool = False) -> None:
+        procs = self._read()
+        changed = True
+        while changed:  # descendants of root (a few passes cover any depth seen so far)
+            changed = False
+            for pid, (ppid, _) in procs.items():
+                if pid not in self.ours and ppid in self.ours:
+                    self.ours.add(pid)
+                    changed = True
+        foreign = own = 0.0
+        for pid, (_, cpu) in procs.items():
+            delta = cpu - self.prev.get(pid, 0.0 if not first else cpu)
+            if delta < 0:  # pid reused
+                delta = cpu
+            if pid in self.ours:
+                own += delta
+            else:
+                foreign += delta
+        self.prev = {pid: cpu for pid, (_, cpu) in procs.items()}
+        with self._lock:
+            self._foreign += foreign
+            self._own += own
+            self.history.append((time.time(), self._foreign, self._own))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._sample()
+            except Exception:  # never let the sampler kill a benchmark
+                pass
+
+    def now(self) -> tuple[float, float, float]:
+        with self._lock:
+            return self.history[-1]
+
+    def between(self, a: tuple[float, float, float], b: tuple[float, float, float]) -> dict[str, float]:
+        span = max(b[0] - a[0], 1e-9)
+        return {"foreign_cpu_s": b[1] - a[1], "foreign_cores": (b[1] - a[1]) / span,
+                "own_cpu_s": b[2] - a[2], "own_cores": (b[2] - a[2]) / span, "span_s": span}
+
+    def recent_foreign_cores(self, window_s: float) -> float:
+        with self._lock:
+            hist = list(self.history)
+        end = hist[-1]
+        start = next((h for h in hist if h[0] >= end[0] - window_s), hist[0])
+        return (end[1] - start[1]) / max(end[0] - start[0], 1e-9)
+
+    def wait_quiet(self, max_cores: float, window_s: float, max_wait_s: float) -> float:
+        """Wait (at most ``max_wait_s``) until others used < ``max_cores`` over the last ``window_s``.
+        Returns the seconds waited."""
+        start = time.time()
+        time.sleep(min(window_s, max_wait_s))  # a full window of fresh samples first
+        while time.time() - start < max_wait_s and self.recent_foreign_cores(window_s) >= max_cores:
+            time.sleep(self.interval)
+        return time.time() - start
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)

@@ -31,9 +31,10 @@ from typing import Any, Literal, NamedTuple
 
 import gymnasium
 import numpy as np
-from colonyrl.scheme.config import Config, ConfigError, param
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+from colonyrl.scheme.config import Config, ConfigError, param
 
 __all__ = ["EnvConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ _COLUMNS = (
 class Console:
     def __init__(self, enabled: bool, total: int) -> None:
         self.enabled, self.total = enabled, total
-        self.out = RichConsole(highlight=False)
+        # Piped output (CI logs, subprocess tests) gets 80 columns from rich: too narrow for the table.
+        self.out = RichConsole(highlight=False, width=None if sys.stdout.isatty() else 160)
         self._progress: Progress | None = None
 
     def header(self, cfg: Any, run_id: str | None) -> None:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from colonyrl.agents.networks import PolicyExport
+from colonyrl.agents.networks import export_policy
 from colonyrl.envs.factory import EnvConfig
 
 __all__ = ["ModelFileError", "EvalResult", "evaluate", "save_model", "load_model", "MODEL_FORMAT", "EVAL_WORKER_INDEX"]
@@ -70,11 +70,7 @@ def save_model(folder: str | os.PathLike[str], algo: Any, config: Any, counters:
         "counters": dict(counters),
     }
     _atomic(folder / "model.pt", lambda p: torch.save(state, p))
-    policy = PolicyExport(algo.actor).eval()
-    obs_space = algo.actor.observation_space
-    example = torch.as_tensor(np.stack([obs_space.sample(), obs_space.sample()])).float()
-    program = torch.export.export(policy, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    _atomic(folder / "policy.pt2", lambda p: torch.export.save(program, p))
+    _atomic(folder / "policy.pt2", lambda p: export_policy(algo.actor, str(p)))
     return folder
 
 
@@ -101,6 +97,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, int]]:
 
 
 def _atomic(target: Path, write: Any) -> None:
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    # keep the suffix: torch.export.save insists on a '.pt2' name
+    tmp = target.with_name(f".{target.stem}.tmp{os.getpid()}{target.suffix}")
     write(tmp)
     os.replace(tmp, target)  # atomic on POSIX: readers see the old file or the new one, never half

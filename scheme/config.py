@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import operator
 import types
 import typing
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
@@ -26,6 +28,10 @@ class ConfigError(ValueError):
     def __init__(self, field: str, value: Any, allowed: str) -> None:
         self.field, self.value, self.allowed = field, value, allowed
         super().__init__(f"{field}={value!r} is invalid: allowed {allowed}")
+
+
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 def param(
@@ -134,21 +140,11 @@ class Config:
     def _check_bounds(where: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             return
-        if value != value:  # NaN compares unequal to everything
+        if not math.isfinite(value):  # NaN passes every comparison test below; inf is never meant
             raise ConfigError(where, value, "a finite number")
-        for key, ok, text in (
-            ("ge", lambda v, b: v >= b, ">="),
-            ("gt", lambda v, b: v > b, ">"),
-            ("le", lambda v, b: v <= b, "<="),
-            ("lt", lambda v, b: v < b, "<"),
-        ):
-            bound = meta.get(key)
-            if bound is not None and not ok(value, bound):
-                bounds = [f"{t} {meta[k]}" for k, t in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-                          if meta.get(k) is not None]
-                raise ConfigError(where, value, "a number " + " and ".join(bounds))
-        if isinstance(value, float) and value in (float("inf"), float("-inf")) and not meta.get("allow_inf"):
-            raise ConfigError(where, value, "a finite number")
+        bounds = [(op, meta[key]) for key, op in _BOUNDS if meta.get(key) is not None]
+        if not all(_COMPARE[op](value, bound) for op, bound in bounds):
+            raise ConfigError(where, value, "a number " + " and ".join(f"{op} {b}" for op, b in bounds))
 
     def _check(self) -> None:
         """Cross-field rules; raise :class:`ConfigError` naming the field."""

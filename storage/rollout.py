@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import numpy as np
 import torch
+
 from colonyrl.scheme.config import Config, param
 from colonyrl.scheme.packets import ROLLOUT_KEYS
 from colonyrl.storage.gae import generalized_advantage_estimate

@@ -8,9 +8,10 @@ import time
 import gymnasium
 import numpy as np
 import pytest
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
 from colonyrl.envs import EnvConfig, EnvHandle, StepDelay, env_seeds, episode_stats, reset_seeded
 from colonyrl.scheme.config import ConfigError
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 
 def _unwrapped_vec(env):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from colonyrl.launch import tracking
 from colonyrl.launch.tracking import Tracker, read_run
 

@@ -12,6 +12,7 @@ from colonyrl.launch.config import RunConfig, TrainConfig
 from colonyrl.launch.tracking import read_run
 from colonyrl.launch.train import train
 from colonyrl.scheme.components import Components
+from colonyrl.scheme.packets import Weights
 from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
 from colonyrl.storage.rollout import RolloutConfig
 
@@ -39,16 +40,17 @@ def test_remote_gworkers_hold_the_learners_weights_version(ray_local) -> None:
         learner.step()  # the GWorkers set version-5 weights before computing this step
         for w in learner.gworkers.call("get_weights"):
             assert w.version == 5
-        # each GWorker collected from its 2 CWorkers x 2 envs x 16 steps, once (2 epochs x 1 minibatch)
-        assert learner.env_steps == 2 * 2 * 2 * 16 * 3
+        # a round per GWorker: 2 CWorkers x 2 envs x 16 steps = 64 samples = 2 minibatches x 2 epochs
+        # = 4 updates, so 6 updates took 2 rounds on each of the 2 GWorkers
+        assert learner.env_steps == 2 * (2 * 2 * 16) * 2
 
 
 def test_remote_cworkers_use_distinct_seeds(ray_local) -> None:
     with Scheme(_scheme(1, 2), _components()) as scheme:
         gworker = scheme.learner.gworkers.gworker  # one GWorker in-process, CWorkers on Ray
-        rollouts = gworker.cworkers.collect(gworker.get_weights())
+        rollouts = gworker.cworkers.collect(Weights(7, gworker.algo.get_weights()))
         assert [r.worker for r in rollouts] == ["g0.c0", "g0.c1"]
-        assert all(r.version == 0 for r in rollouts)
+        assert all(r.version == 7 for r in rollouts)  # every rollout carries the version that made it
         assert not np.array_equal(rollouts[0].data["obs"][0], rollouts[1].data["obs"][0])
         # same node: rollouts travel as plain numpy (shared memory), no lz4 envelope
         assert isinstance(rollouts[0].data, dict)

@@ -9,6 +9,7 @@ import zlib
 import lz4.frame
 import numpy as np
 import pytest
+
 from colonyrl.scheme.wire import Compressor, Packed, PackedArray, WireError, pack, unpack
 
 RNG = np.random.default_rng(0)

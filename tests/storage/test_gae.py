@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from colonyrl.storage.gae import generalized_advantage_estimate
 
 F, T_ = False, True

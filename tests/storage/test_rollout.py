@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+
 from colonyrl.scheme.config import ConfigError
 from colonyrl.scheme.packets import ROLLOUT_KEYS
 from colonyrl.storage import Minibatch, RolloutConfig, RolloutStorage
