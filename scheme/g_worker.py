@@ -116,6 +116,7 @@ class GWorker:
             rollout_bytes_raw=raw,
             rollout_bytes_wire=wire,
             worker_collect_fps=float(np.mean([r.info["collect_fps"] for r in rollouts])),
+            **self.collection.stats(),
         )
         return rollouts, info
 
@@ -127,4 +128,5 @@ class GWorker:
         return Weights(self.version, self.algo.get_weights())
 
     def close(self) -> None:
+        self.collection.close(self.cworkers)
         self.cworkers.close()

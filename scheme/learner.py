@@ -22,6 +22,8 @@ __all__ = ["Learner", "Metrics"]
 
 # Packet info keys that are durations: summed over a logging window and reported as time shares.
 _TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
+# Packet info keys that are counts of events since the worker's previous packet: running totals.
+_COUNTS = ("dropped_rollouts",)
 
 
 class Metrics:
@@ -64,6 +66,7 @@ class Learner:
         self.env_steps = 0
         self.num_updates = 0
         self.num_episodes = 0
+        self.totals = dict.fromkeys(_COUNTS, 0)
         self.metrics = Metrics()
         self._weights: Weights | None = None
         self.broadcast()
@@ -86,7 +89,9 @@ class Learner:
             self._window_steps += p.env_steps
             self.num_episodes += len(p.episodes.returns)
             self.metrics.add_episodes(p.episodes)
-            self.metrics.add(p.info)
+            for key in _COUNTS:
+                self.totals[key] += int(p.info.get(key, 0))
+            self.metrics.add({k: v for k, v in p.info.items() if k not in self.totals})
             self.metrics.add({"policy_lag": self.version - p.data_version,
                               "gradient_staleness": self.version - p.weights_version})
         return packets
@@ -123,6 +128,7 @@ class Learner:
             updates=float(self.num_updates),
             episodes=float(self.num_episodes),
             fps=self._window_steps / wall,
+            **{k: float(v) for k, v in self.totals.items()},
         )
         if returns.size:
             out.update(episode_return=float(returns.mean()), episode_return_max=float(returns.max()),

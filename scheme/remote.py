@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
@@ -87,6 +87,22 @@ def wait_named(futures: Mapping[Any, str], stage: str, timeout_s: float) -> list
         except RayActorError as e:
             raise WorkerDiedError(futures[ref], stage, e) from e
     return out
+
+
+def wait_any(refs: Sequence[Any], timeout_s: float) -> list[Any]:
+    """Every ref that is ready, waiting up to ``timeout_s`` for at least one (never sleep-polls)."""
+    ready, _ = ray.wait(list(refs), num_returns=1, timeout=timeout_s)
+    if not ready:
+        return []
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)  # and all others done by now
+    return ready
+
+
+def get_named(ref: Any, worker: str, stage: str) -> Any:
+    try:
+        return ray.get(ref)
+    except RayActorError as e:
+        raise WorkerDiedError(worker, stage, e) from e
 
 
 def node_id() -> str:

@@ -16,7 +16,7 @@ from colonyrl.scheme.config import Config, ConfigError, param
 from colonyrl.scheme.g_worker import GWorker
 from colonyrl.scheme.learner import Learner
 from colonyrl.scheme.runtime import init_process
-from colonyrl.scheme.strategies import CentralUpdate, SyncCollection, SyncGradients
+from colonyrl.scheme.strategies import AsyncCollection, CentralUpdate, SyncCollection, SyncGradients
 from colonyrl.scheme.worker_set import CWorkerSpec, LocalGWorkerSet, RemoteGWorkerSet
 
 __all__ = ["Resources", "SchemeConfig", "Scheme", "connect"]
@@ -50,13 +50,15 @@ class SchemeConfig(Config):
     force_remote: bool = False
     grad_worker_resources: Resources = dataclasses.field(default_factory=Resources)
     col_worker_resources: Resources = dataclasses.field(default_factory=Resources)
+    #: Async collection drops (and counts) rollouts older than this many policy versions.
+    max_policy_lag: int | None = param(None, ge=0)
     #: Longest wait for any worker call before it is reported by name.
     worker_timeout_s: float = param(300.0, gt=0.0)
     object_store_mb: int | None = param(None, ge=80)
 
     def _check(self) -> None:
         # Issue 3 adds these modes; until then reject them clearly instead of running something else.
-        for name, implemented in (("collection", "sync"), ("gradients", "sync"), ("update", "central")):
+        for name, implemented in (("gradients", "sync"), ("update", "central")):
             if getattr(self, name) != implemented:
                 raise ConfigError(f"SchemeConfig.{name}", getattr(self, name),
                                   f"{implemented!r} (the other modes are not implemented yet)")
@@ -101,7 +103,8 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
                            tuple(col.custom.items()), config.compress, config.worker_timeout_s)
 
     # Collection mode: a strategy object each GWorker uses to get rollouts from its CWorkerSet.
-    collection = SyncCollection()
+    collection = (AsyncCollection(config.max_policy_lag, config.worker_timeout_s)
+                  if config.collection == "async" else SyncCollection())
     # Learner -> GWorkerSet: one GWorker sharing the Learner's algorithm, or Ray actors with replicas.
     if config.remote_grad_workers:
         from colonyrl.scheme import remote

@@ -14,16 +14,19 @@ import numpy as np
 import torch
 
 from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
+from colonyrl.scheme.runtime import WorkerTimeoutError
 
 if TYPE_CHECKING:
     from colonyrl.scheme.worker_set import CWorkerSet, GWorkerSet
 
-__all__ = ["CollectionStrategy", "SyncCollection", "GradientStrategy", "SyncGradients",
+__all__ = ["CollectionStrategy", "SyncCollection", "AsyncCollection", "GradientStrategy", "SyncGradients",
            "UpdateStrategy", "CentralUpdate", "average_gradients"]
 
 
 class CollectionStrategy(Protocol):
     def collect(self, cworkers: CWorkerSet, weights: Weights) -> list[Rollout]: ...
+    def stats(self) -> dict[str, float]: ...
+    def close(self, cworkers: CWorkerSet) -> None: ...
 
 
 class SyncCollection:
@@ -31,6 +34,62 @@ class SyncCollection:
 
     def collect(self, cworkers: CWorkerSet, weights: Weights) -> list[Rollout]:
         return cworkers.collect(weights)
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def close(self, cworkers: CWorkerSet) -> None:
+        pass
+
+
+class AsyncCollection:
+    """CWorkers collect continuously; the GWorker takes whatever rollouts are ready.
+
+    A future->worker map over ``wait`` (Ray: ``ray.wait``; in-process: thread futures), as Ray's
+    ``ActorPool.get_next_unordered`` does, never sleep-polling. A worker whose rollout was taken
+    is handed the newest weights at once, so it collects while the GWorker computes gradients: the
+    data is then one or more versions old (policy lag). Rollouts older than ``max_policy_lag``
+    versions are dropped and counted (Espeholt et al. 2018 discuss the off-policyness this
+    introduces; PPO's clipped ratio tolerates a small lag).
+    """
+
+    def __init__(self, max_policy_lag: int | None, timeout_s: float) -> None:
+        self.max_policy_lag, self.timeout_s = max_policy_lag, timeout_s
+        self.in_flight: dict[Any, int] = {}
+        self.dropped = 0
+
+    def collect(self, cworkers: CWorkerSet, weights: Weights) -> list[Rollout]:
+        prepared = cworkers.prepare(weights)  # one object put for every worker
+        busy = set(self.in_flight.values())
+        for i in range(len(cworkers.names)):
+            if i not in busy:
+                self.in_flight[cworkers.submit(i, prepared)] = i
+        taken: list[Rollout] = []
+        while not taken:
+            ready = cworkers.wait(list(self.in_flight), self.timeout_s)
+            if not ready:
+                raise WorkerTimeoutError([cworkers.names[i] for i in self.in_flight.values()], "collect",
+                                         self.timeout_s)
+            for handle in ready:
+                i = self.in_flight.pop(handle)
+                rollout = cworkers.result(handle, i)
+                self.in_flight[cworkers.submit(i, prepared)] = i  # keep it collecting, newest weights
+                if self.max_policy_lag is not None and weights.version - rollout.version > self.max_policy_lag:
+                    self.dropped += 1
+                    continue
+                taken.append(rollout)
+        return taken
+
+    def stats(self) -> dict[str, float]:
+        """Counts since the previous call (the Learner keeps the running totals)."""
+        dropped, self.dropped = self.dropped, 0
+        return {"dropped_rollouts": float(dropped)}
+
+    def close(self, cworkers: CWorkerSet) -> None:
+        """Wait for the rollouts still being collected so no worker is cut off mid-step."""
+        if self.in_flight:
+            cworkers.wait(list(self.in_flight), self.timeout_s)
+        self.in_flight.clear()
 
 
 class GradientStrategy(Protocol):

@@ -7,12 +7,15 @@ worker); larger sets are Ray actors. Only the remote sets import Ray, and only w
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from colonyrl.scheme.c_worker import CWorker
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
+from colonyrl.scheme.runtime import WorkerTimeoutError
 
 __all__ = ["CWorkerSpec", "CWorkerSet", "LocalCWorkerSet", "RemoteCWorkerSet", "make_cworker_set",
            "GWorkerSet", "LocalGWorkerSet", "RemoteGWorkerSet"]
@@ -39,23 +42,60 @@ class CWorkerSpec:
 
 
 class CWorkerSet(Protocol):
+    """Collection workers of one GWorker.
+
+    ``collect`` is one synchronous round. ``prepare``/``submit``/``wait``/``result`` are the
+    future-based primitives the async strategy builds on (model: Ray's ``ActorPool``): a handle
+    is a Ray ObjectRef for remote workers and a thread future in-process.
+    """
+
     names: list[str]
 
     def collect(self, weights: Weights) -> list[Rollout]: ...
+    def prepare(self, weights: Weights) -> Any: ...
+    def submit(self, index: int, prepared: Any) -> Any: ...
+    def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]: ...
+    def result(self, handle: Any, index: int) -> Rollout: ...
+    def call(self, method: str, *args: Any) -> list[Any]: ...
     def close(self) -> None: ...
 
 
 class LocalCWorkerSet:
-    """One CWorker in the GWorker's own process: plain calls, no copies, no Ray."""
+    """CWorkers in the GWorker's own process: plain calls, no copies, no Ray.
+
+    Async collection runs each worker's ``collect`` in a thread of its own, so collection overlaps
+    the gradient computation (torch releases the GIL inside its kernels).
+    """
 
     def __init__(self, spec: CWorkerSpec, components: Components) -> None:
-        self.names = spec.names()
+        self.spec, self.names = spec, spec.names()
         self.workers = [CWorker(components, spec.global_index(i), name) for i, name in enumerate(self.names)]
+        self._threads: cf.ThreadPoolExecutor | None = None
 
     def collect(self, weights: Weights) -> list[Rollout]:
         return [w.collect(weights) for w in self.workers]
 
+    def prepare(self, weights: Weights) -> Weights:
+        return weights
+
+    def submit(self, index: int, prepared: Weights) -> cf.Future[Rollout]:
+        if self._threads is None:
+            self._threads = cf.ThreadPoolExecutor(len(self.workers), thread_name_prefix="cworker")
+        return self._threads.submit(self.workers[index].collect, prepared)
+
+    def wait(self, handles: Sequence[cf.Future[Rollout]], timeout_s: float) -> list[cf.Future[Rollout]]:
+        done, _ = cf.wait(handles, timeout=timeout_s, return_when=cf.FIRST_COMPLETED)
+        return [h for h in handles if h in done]
+
+    def result(self, handle: cf.Future[Rollout], index: int) -> Rollout:
+        return handle.result()
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(w, method)(*args) for w in self.workers]
+
     def close(self) -> None:
+        if self._threads is not None:  # let in-flight rollouts finish (milliseconds), then stop
+            self._threads.shutdown(wait=True, cancel_futures=True)
         for w in self.workers:
             w.close()
 
@@ -77,6 +117,18 @@ class RemoteCWorkerSet:
         ref = self._remote.put(weights)  # one put, a ref to every worker (DESIGN: data path)
         futures = {a.collect.remote(ref): n for a, n in zip(self.actors, self.names, strict=True)}
         return self._remote.wait_named(futures, "collect", self.spec.timeout_s)
+
+    def prepare(self, weights: Weights) -> Any:
+        return self._remote.put(weights)
+
+    def submit(self, index: int, prepared: Any) -> Any:
+        return self.actors[index].collect.remote(prepared)
+
+    def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]:
+        return self._remote.wait_any(handles, timeout_s)
+
+    def result(self, handle: Any, index: int) -> Rollout:
+        return self._remote.get_named(handle, self.names[index], "collect")
 
     def call(self, method: str, *args: Any) -> list[Any]:
         futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}

@@ -1,0 +1,54 @@
+"""Collection strategies: async collection overlaps collection and learning, and bounds the lag."""
+
+from __future__ import annotations
+
+import pytest
+
+from colonyrl.agents.networks import ActorCriticConfig
+from colonyrl.agents.ppo import PPOConfig
+from colonyrl.envs.factory import EnvConfig
+from colonyrl.scheme.components import Components
+from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
+from colonyrl.storage.rollout import RolloutConfig
+
+# 4 envs x 16 steps = 64 samples per rollout = 1 minibatch; 5 epochs -> 5 updates per rollout.
+COMPONENTS = Components(env=EnvConfig(id="CartPole-v1", num_envs=4), actor=ActorCriticConfig(),
+                        algo=PPOConfig(num_epochs=5, minibatch_size=64), storage=RolloutConfig(num_steps=16), seed=2)
+
+
+def _run(scheme_cfg: SchemeConfig, updates: int) -> tuple[dict[str, float], dict[str, int]]:
+    with Scheme(scheme_cfg, COMPONENTS) as scheme:
+        for _ in range(updates):
+            scheme.learner.step()
+        return scheme.learner.pop_metrics(), scheme.learner.counters()
+
+
+def test_async_collection_trains_on_rollouts_collected_while_learning() -> None:
+    metrics, counters = _run(SchemeConfig(collection="async"), updates=30)
+    assert counters["updates"] == 30
+    # The worker is handed the newest weights when its rollout is taken, and collects while the 5
+    # updates on that rollout run: the next rollout was made 5 versions back, so the lag of an
+    # update is 5..9 (mean 7), where sync collection gives 0..4 (mean 2). The first rollout is
+    # fresh: 30 updates = 6 rollouts give (2 + 5 * 7) / 6.
+    assert metrics["policy_lag"] == pytest.approx((2 + 5 * 7) / 6)
+    assert metrics["dropped_rollouts"] == 0
+    sync_metrics, _ = _run(SchemeConfig(collection="sync"), updates=30)
+    assert sync_metrics["policy_lag"] == pytest.approx(2.0)
+
+
+def test_async_collection_drops_and_counts_rollouts_older_than_max_policy_lag() -> None:
+    metrics, counters = _run(SchemeConfig(collection="async", max_policy_lag=0), updates=30)
+    # Every rollout collected during learning is 5 versions old: dropped; the worker is then
+    # re-sent the current weights and its next rollout is fresh (lag 0 at the first update).
+    assert metrics["policy_lag"] == pytest.approx(2.0)
+    assert metrics["dropped_rollouts"] == 5  # one per round after the first (a running total)
+    assert counters["env_steps"] == 6 * 64  # only the 6 rollouts that were used are counted
+
+
+@pytest.mark.ray
+def test_async_collection_with_remote_cworkers(ray_local) -> None:
+    cfg = SchemeConfig(collection="async", num_col_workers=2, col_worker_resources=Resources(num_cpus=0.25),
+                       worker_timeout_s=60.0)
+    metrics, counters = _run(cfg, updates=30)
+    assert counters["updates"] == 30 and counters["env_steps"] > 0
+    assert metrics["policy_lag"] > 2.0  # rollouts were collected with older weights than sync would use
