@@ -15,7 +15,6 @@ from typing import Any, Protocol
 from colonyrl.scheme.c_worker import CWorker
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
-from colonyrl.scheme.runtime import WorkerTimeoutError
 
 __all__ = ["CWorkerSpec", "CWorkerSet", "LocalCWorkerSet", "RemoteCWorkerSet", "make_cworker_set",
            "GWorkerSet", "LocalGWorkerSet", "RemoteGWorkerSet"]
