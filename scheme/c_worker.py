@@ -101,6 +101,30 @@ class CWorker:
             info.update(raw_bytes=raw, wire_bytes=raw)
         return Rollout(self.version, self.name, payload, steps, episodes, info)
 
+    # -- runtime changes (issue 3): applied between rollouts, acknowledged by name -------------
+    def update_parameter(self, kind: str, name: str, value: object) -> str:
+        self.components = self.components.with_parameter(kind, name, value)
+        {"algo": self.algo, "storage": self.storage}[kind].update_parameter(name, value)
+        return self.name
+
+    def replace_component(self, kind: str, config: object) -> str:
+        self.components = self.components.with_component(kind, config)
+        if kind == "env":  # a curriculum step: the same spaces, a new env (same seeds per sub-env)
+            self.env.close()
+            self.env, self.obs = self.components.env.make(seed=self.components.seed, worker_index=self.index)
+            self.num_envs = self.env.num_envs
+            self.prev_done = np.zeros(self.num_envs, dtype=bool)
+            self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs)
+        elif kind == "storage":
+            self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs)
+        return self.name
+
+    def inspect(self) -> dict[str, object]:
+        """What this worker runs with now (tests query every worker with it)."""
+        return {"name": self.name, "components": self.components, "env_id": self.env.spec.id if self.env.spec else None,
+                "num_envs": self.num_envs, "algo": self.algo.config, "storage": self.storage.config,
+                "optimizer_lrs": [g["lr"] for g in self.algo.optimizer.param_groups]}
+
     # -- introspection (tests, health checks) ------------------------------------------------
     def ping(self) -> str:
         return self.name

@@ -16,12 +16,18 @@ import gymnasium as gym
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
 from colonyrl.envs.factory import EnvConfig
+from colonyrl.scheme.config import ConfigError
 from colonyrl.storage.rollout import RolloutConfig
 
 if TYPE_CHECKING:
     from colonyrl.agents.base import Algorithm
 
-__all__ = ["Components", "Spaces"]
+__all__ = ["Components", "Spaces", "PARAMETER_KINDS", "COMPONENT_KINDS"]
+
+#: What ``update_parameter(kind, ...)`` may change: the component config holding the parameter.
+PARAMETER_KINDS = ("algo", "storage")
+#: What ``replace_component(kind, ...)`` may replace, with the config type each takes.
+COMPONENT_KINDS = {"env": EnvConfig, "test_env": EnvConfig, "storage": RolloutConfig}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,3 +59,29 @@ class Components:
 
     def evaluation_env(self) -> EnvConfig:
         return self.test_env if self.test_env is not None else self.env
+
+    def with_parameter(self, kind: str, name: str, value: object) -> Components:
+        """A copy with ``kind.name = value``, validated; raises ConfigError and changes nothing."""
+        if kind not in PARAMETER_KINDS:
+            raise ConfigError("update_parameter.kind", kind, "one of " + ", ".join(map(repr, PARAMETER_KINDS)))
+        return dataclasses.replace(self, **{kind: getattr(self, kind).check_parameter(name, value)})
+
+    def with_component(self, kind: str, config: object) -> Components:
+        """A copy with the ``kind`` component replaced by ``config``, validated first.
+
+        A new train env must have the spaces of the old one: the actor and storage are built for them.
+        """
+        if kind not in COMPONENT_KINDS:
+            raise ConfigError("replace_component.kind", kind, "one of " + ", ".join(map(repr, COMPONENT_KINDS)))
+        expected = COMPONENT_KINDS[kind]
+        if not isinstance(config, expected):
+            raise ConfigError(f"replace_component({kind!r}).config", config, f"an {expected.__name__}")
+        new = dataclasses.replace(self, **{kind: config})
+        if kind in ("env", "test_env"):
+            old_spaces = self.spaces()
+            probe = dataclasses.replace(self, env=config).spaces()
+            if (probe.observation, probe.action) != (old_spaces.observation, old_spaces.action):
+                raise ConfigError(f"replace_component({kind!r}).config.id", config.id,
+                                  f"an env with observation space {old_spaces.observation} and action space "
+                                  f"{old_spaces.action} (got {probe.observation}, {probe.action})")
+        return new

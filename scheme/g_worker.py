@@ -50,10 +50,13 @@ class GWorker:
         self.name, self.index = f"g{index}", index
         self.components = components
         spaces = components.spaces()
+        # In the Learner's process the GWorker shares the Learner's algorithm: the Learner changes it.
+        self.owns_algo = algo is None
         if algo is None:
             torch.manual_seed(components.seed)  # same initial weights as the Learner's
             algo = components.build_algorithm(spaces)
         self.algo = algo
+        self.spaces = spaces
         self.storage = components.storage.build(spaces.observation, spaces.action, components.env.num_envs)
         self.cworkers = make_cworker_set(cworkers, components)
         self.collection = collection or SyncCollection()
@@ -119,6 +122,28 @@ class GWorker:
             **self.collection.stats(),
         )
         return rollouts, info
+
+    # -- runtime changes (issue 3): take effect at the next minibatch / collection round ------------
+    def update_parameter(self, kind: str, name: str, value: object) -> list[str]:
+        """Apply here and in every CWorker; return the names of all workers that applied it."""
+        self.components = self.components.with_parameter(kind, name, value)
+        if kind == "storage":
+            self.storage.update_parameter(name, value)
+        elif self.owns_algo:
+            self.algo.update_parameter(name, value)
+        return [self.name, *self.cworkers.call("update_parameter", kind, name, value)]
+
+    def replace_component(self, kind: str, config: object) -> list[str]:
+        self.components = self.components.with_component(kind, config)
+        if kind == "storage":  # the batch in use keeps its data; the next round uses the new storage
+            self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action,
+                                                         self.components.env.num_envs)
+        return [self.name, *self.cworkers.call("replace_component", kind, config)]
+
+    def inspect(self) -> dict[str, Any]:
+        return {"name": self.name, "components": self.components, "algo": self.algo.config,
+                "storage": self.storage.config, "optimizer_lrs": [g["lr"] for g in self.algo.optimizer.param_groups],
+                "cworkers": self.cworkers.call("inspect")}
 
     # -- introspection ---------------------------------------------------------------------------
     def ping(self) -> str:

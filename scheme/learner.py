@@ -10,15 +10,16 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
 from colonyrl.scheme.strategies import GradientStrategy, UpdateStrategy
 from colonyrl.scheme.worker_set import GWorkerSet
 
-__all__ = ["Learner", "Metrics"]
+__all__ = ["Learner", "Metrics", "Change"]
 
 # Packet info keys that are durations: summed over a logging window and reported as time shares.
 _TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
@@ -54,12 +55,26 @@ class Metrics:
         return means, sums, returns, lengths
 
 
+class Change(NamedTuple):
+    """A runtime change: what, to which value, when it took effect, and who acknowledged it."""
+
+    kind: str  # "algo" / "storage" for parameters; "env" / "test_env" / "storage" for components
+    name: str  # parameter name, or "component"
+    value: Any
+    env_steps: int
+    version: int
+    workers: tuple[str, ...]
+
+
 class Learner:
     """Gathers gradients from the GWorkerSet, applies them, broadcasts versioned weights."""
 
     def __init__(self, algo: Any, gworkers: GWorkerSet, gradients: GradientStrategy, update: UpdateStrategy,
-                 remote_weights: bool) -> None:
+                 remote_weights: bool, components: Components, worker_names: Sequence[str]) -> None:
         self.algo, self.gworkers = algo, gworkers
+        self.components = components
+        self.worker_names = tuple(worker_names)
+        self.changes: list[Change] = []
         self.gradients, self.update = gradients, update
         self.remote_weights = remote_weights
         self.version = 0
@@ -115,6 +130,42 @@ class Learner:
         """
         if self.remote_weights and (self._weights is None or self._weights.version != self.version):
             self._weights = Weights(self.version, self.algo.get_weights())
+
+    # -- runtime changes: validated here first, so a bad one changes nothing anywhere ------------------
+    def update_algorithm_parameter(self, name: str, value: Any) -> Change:
+        """Change an algorithm hyperparameter (e.g. ``lr``) in every worker; acknowledged by all."""
+        return self._update_parameter("algo", name, value)
+
+    def update_storage_parameter(self, name: str, value: Any) -> Change:
+        """Change a storage parameter (e.g. ``gamma``) in every worker; acknowledged by all."""
+        return self._update_parameter("storage", name, value)
+
+    def replace_component(self, kind: str, config: Any) -> Change:
+        """Replace the train env (a curriculum step), the test env or the storage, everywhere."""
+        components = self.components.with_component(kind, config)  # raises before anything changes
+        acks = self._everywhere("replace_component", kind, config)
+        self.components = components
+        return self._record(kind, "component", config, acks)
+
+    def _update_parameter(self, kind: str, name: str, value: Any) -> Change:
+        components = self.components.with_parameter(kind, name, value)  # raises before anything changes
+        if kind == "algo":
+            self.algo.update_parameter(name, value)
+        acks = self._everywhere("update_parameter", kind, name, value)
+        self.components = components
+        return self._record(kind, name, value, acks)
+
+    def _everywhere(self, method: str, *args: Any) -> tuple[str, ...]:
+        acks = tuple(name for per_gworker in self.gworkers.call(method, *args) for name in per_gworker)
+        missing = set(self.worker_names) - set(acks)
+        if missing:
+            raise RuntimeError(f"{method}{args[:2]} was not acknowledged by {sorted(missing)}")
+        return acks
+
+    def _record(self, kind: str, name: str, value: Any, acks: tuple[str, ...]) -> Change:
+        change = Change(kind, name, value, self.env_steps, self.version, acks)
+        self.changes.append(change)
+        return change
 
     # -- reporting ---------------------------------------------------------------------------------
     def pop_metrics(self) -> dict[str, float]:

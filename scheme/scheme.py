@@ -118,8 +118,9 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
         gworkers.call("ping")  # fail fast, by name, if a worker cannot start
     else:
         gworkers = LocalGWorkerSet(GWorker(components, 0, cworkers_of(0), algo, False, collection))
+    names = [n for g in range(config.num_grad_workers) for n in (f"g{g}", *cworkers_of(g).names())]
     # Gradient mode and update mode: how the Learner gathers and applies.
-    return Learner(algo, gworkers, SyncGradients(), CentralUpdate(), remote_weights=config.remote_grad_workers)
+    return Learner(algo, gworkers, SyncGradients(), CentralUpdate(), config.remote_grad_workers, components, names)
 
 
 class Scheme:

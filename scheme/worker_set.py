@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from colonyrl.scheme.c_worker import CWorker
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
+from colonyrl.scheme.runtime import WorkerTimeoutError
 
 __all__ = ["CWorkerSpec", "CWorkerSet", "LocalCWorkerSet", "RemoteCWorkerSet", "make_cworker_set",
            "GWorkerSet", "LocalGWorkerSet", "RemoteGWorkerSet"]
@@ -69,7 +70,9 @@ class LocalCWorkerSet:
     def __init__(self, spec: CWorkerSpec, components: Components) -> None:
         self.spec, self.names = spec, spec.names()
         self.workers = [CWorker(components, spec.global_index(i), name) for i, name in enumerate(self.names)]
-        self._threads: cf.ThreadPoolExecutor | None = None
+        # One thread per worker, made on the first async submit: every call to a worker then goes
+        # through its thread, after the rollout in flight (as Ray orders an actor's calls).
+        self._threads: list[cf.ThreadPoolExecutor] | None = None
 
     def collect(self, weights: Weights) -> list[Rollout]:
         return [w.collect(weights) for w in self.workers]
@@ -79,8 +82,8 @@ class LocalCWorkerSet:
 
     def submit(self, index: int, prepared: Weights) -> cf.Future[Rollout]:
         if self._threads is None:
-            self._threads = cf.ThreadPoolExecutor(len(self.workers), thread_name_prefix="cworker")
-        return self._threads.submit(self.workers[index].collect, prepared)
+            self._threads = [cf.ThreadPoolExecutor(1, thread_name_prefix=name) for name in self.names]
+        return self._threads[index].submit(self.workers[index].collect, prepared)
 
     def wait(self, handles: Sequence[cf.Future[Rollout]], timeout_s: float) -> list[cf.Future[Rollout]]:
         done, _ = cf.wait(handles, timeout=timeout_s, return_when=cf.FIRST_COMPLETED)
@@ -90,11 +93,18 @@ class LocalCWorkerSet:
         return handle.result()
 
     def call(self, method: str, *args: Any) -> list[Any]:
-        return [getattr(w, method)(*args) for w in self.workers]
+        if self._threads is None:
+            return [getattr(w, method)(*args) for w in self.workers]
+        futures = [t.submit(getattr(w, method), *args) for t, w in zip(self._threads, self.workers, strict=True)]
+        done, pending = cf.wait(futures, timeout=self.spec.timeout_s)
+        if pending:
+            raise WorkerTimeoutError([n for n, f in zip(self.names, futures, strict=True) if f in pending], method,
+                                     self.spec.timeout_s)
+        return [f.result() for f in futures]
 
     def close(self) -> None:
-        if self._threads is not None:  # let in-flight rollouts finish (milliseconds), then stop
-            self._threads.shutdown(wait=True, cancel_futures=True)
+        for t in self._threads or ():  # let in-flight rollouts finish (milliseconds), then stop
+            t.shutdown(wait=True, cancel_futures=True)
         for w in self.workers:
             w.close()
 
