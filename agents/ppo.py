@@ -26,10 +26,10 @@ __all__ = ["PPOConfig", "PPO", "LossOut", "policy_loss", "value_loss", "ppo_loss
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PPOConfig(Config):
-    lr: float = param(3e-4, gt=0, runtime=True)
+    lr: float = param(3e-4, ge=0, runtime=True)  # 0 allowed: schedules anneal to 0 (SB3's lin_ schedules)
     num_epochs: int = param(10, ge=1, runtime=True)  # passes over each rollout (read by the GWorker)
     minibatch_size: int = param(64, ge=1, runtime=True)  # samples per gradient (read by the GWorker)
-    clip_range: float = param(0.2, gt=0, runtime=True)
+    clip_range: float = param(0.2, ge=0, runtime=True)  # 0 allowed for annealing, as SB3 does
     clip_range_vf: float | None = param(None, gt=0, runtime=True)  # None: no value clipping
     ent_coef: float = param(0.0, ge=0, runtime=True)
     vf_coef: float = param(0.5, ge=0, runtime=True)

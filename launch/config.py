@@ -8,8 +8,9 @@ The CLI is generated from these dataclasses by tyro (``launch/cli.py``): every f
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Literal
 
+import numpy as np
 import tyro
 
 from colonyrl.agents.networks import ActorCriticConfig
@@ -20,7 +21,35 @@ from colonyrl.scheme.config import Config, ConfigError, param
 from colonyrl.scheme.scheme import SchemeConfig
 from colonyrl.storage.rollout import RolloutConfig
 
-__all__ = ["RunConfig", "TrainConfig"]
+__all__ = ["RunConfig", "Schedule", "TrainConfig"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Schedule(Config):
+    """A runtime parameter that follows the env-step counter (e.g. a learning rate annealed to 0).
+
+    ``points`` are ``(env_steps, value)`` pairs with increasing steps; before the first point the
+    first value holds, after the last the last. ``linear`` interpolates between points (SB3's
+    ``linear_schedule``), ``piecewise`` keeps each value until the next point.
+    """
+
+    kind: Literal["algo", "storage"] = "algo"
+    name: str
+    points: tuple[tuple[int, float], ...]
+    interpolation: Literal["linear", "piecewise"] = "linear"
+
+    def _check(self) -> None:
+        steps = [s for s, _ in self.points]
+        if not steps or any(b <= a for a, b in zip(steps, steps[1:], strict=False)) or steps[0] < 0:
+            raise ConfigError("Schedule.points", self.points,
+                              "at least one (env_steps, value) pair, env_steps >= 0 and increasing")
+
+    def value(self, env_steps: int) -> float:
+        steps = [s for s, _ in self.points]
+        values = [v for _, v in self.points]
+        if self.interpolation == "linear":
+            return float(np.interp(env_steps, steps, values))
+        return float(values[max(0, int(np.searchsorted(steps, env_steps, side="right")) - 1)])
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,6 +94,17 @@ class TrainConfig(Config):
     storage: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
     scheme: SchemeConfig = dataclasses.field(default_factory=SchemeConfig)
     run: Annotated[RunConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=RunConfig)
+    #: Parameters that follow the env-step counter (defined in launch scripts; not a CLI flag).
+    schedules: Annotated[tuple[Schedule, ...], tyro.conf.Suppress] = ()
+
+    def _check(self) -> None:
+        components = self.components()
+        for i, schedule in enumerate(self.schedules):
+            for _, value in schedule.points:  # every value must be valid for the parameter it sets
+                try:
+                    components.with_parameter(schedule.kind, schedule.name, value)
+                except ConfigError as e:
+                    raise ConfigError(f"TrainConfig.schedules[{i}] ({e.field})", e.value, e.allowed) from e
 
     def components(self) -> Components:
         return Components(env=self.env, actor=self.actor, algo=self.algo, storage=self.storage, seed=self.run.seed)

@@ -48,6 +48,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             counters = learner.counters()
             tracker.log_metrics({"eval_return": final.mean, "eval_return_std": final.std,
                                  "final_eval_return": final.mean}, step=counters["env_steps"])
+            if learner.changes:
+                tracker.log_text("\n".join(f"env_steps={c.env_steps} version={c.version} {c.kind}.{c.name}="
+                                            f"{c.value!r} workers={','.join(c.workers)}" for c in learner.changes),
+                                 "changes.log")
             model_dir = Path(run.output_dir) / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
             save_model(model_dir, learner.algo, cfg, counters)
         tracker.log_artifact(model_dir / "model.pt", "model")
@@ -63,9 +67,14 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
     evaluations: list[tuple[int, float]] = []
     next_eval = run.eval_every or 0
     last_log = time.perf_counter()
+    logged_changes = 0
     with console.progress() as progress:
         while learner.env_steps < run.total_env_steps:
+            _follow_schedules(cfg, learner)
             learner.step()
+            if len(learner.changes) > logged_changes:
+                _log_changes(learner.changes[logged_changes:], tracker)
+                logged_changes = len(learner.changes)
             progress(learner.env_steps)
             now = time.perf_counter()
             if now - last_log >= run.log_every_s:
@@ -82,6 +91,28 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
                     break
     _log(learner, tracker, console)
     return evaluations
+
+
+def _follow_schedules(cfg: TrainConfig, learner: Any) -> None:
+    for schedule in cfg.schedules:
+        value = schedule.value(learner.env_steps)
+        current = getattr(getattr(learner.components, schedule.kind), schedule.name)
+        if value != current:
+            update = (learner.update_algorithm_parameter if schedule.kind == "algo"
+                      else learner.update_storage_parameter)
+            update(schedule.name, value)
+
+
+def _log_changes(changes: list[Any], tracker: Tracker) -> None:
+    """Each runtime change as a metric at the env step where it took effect (numbers), plus the
+    policy version; component replacements as a text line in ``changes.log``."""
+    for c in changes:
+        key = f"{c.kind}.{c.name}"
+        if isinstance(c.value, (int, float)) and not isinstance(c.value, bool):
+            tracker.log_metrics({f"param/{key}": float(c.value), f"param_version/{key}": float(c.version)},
+                                step=c.env_steps)
+        else:
+            tracker.log_metrics({f"param_version/{c.kind}": float(c.version)}, step=c.env_steps)
 
 
 def _log(learner: Any, tracker: Tracker, console: Console) -> None:

@@ -256,7 +256,7 @@ def test_acting_step_box_env_action_within_bounds(squash: bool) -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="clip_range"):
-        PPOConfig(clip_range=0.0)
+        PPOConfig(clip_range=-0.1)
     with pytest.raises(ConfigError, match="max_grad_norm"):
         PPOConfig(max_grad_norm=-1.0)
     assert set(PPOConfig.runtime_parameters()) == {

@@ -108,7 +108,7 @@ def test_updates_reach_every_remote_gworker_and_cworker(ray_local) -> None:
         learner.replace_component("env", new_env)
         _check_everywhere(learner, 3e-4, 0.95, new_env)
         with pytest.raises(ConfigError):
-            learner.update_algorithm_parameter("lr", 0.0)
+            learner.update_algorithm_parameter("lr", -0.1)
         _check_everywhere(learner, 3e-4, 0.95, new_env)
         for _ in range(4):
             learner.step()
