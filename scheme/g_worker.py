@@ -120,13 +120,14 @@ class GWorker:
             rollout_bytes_wire=wire,
             worker_collect_fps=float(np.mean([r.info["collect_fps"] for r in rollouts])),
             **self.collection.stats(),
+            **self.cworkers.stats(),
         )
         return rollouts, info
 
     # -- runtime changes (issue 3): take effect at the next minibatch / collection round ------------
     def update_parameter(self, kind: str, name: str, value: object) -> list[str]:
         """Apply here and in every CWorker; return the names of all workers that applied it."""
-        self.components = self.components.with_parameter(kind, name, value)
+        self.components = self.cworkers.components = self.components.with_parameter(kind, name, value)
         if kind == "storage":
             self.storage.update_parameter(name, value)
         elif self.owns_algo:
@@ -134,7 +135,7 @@ class GWorker:
         return [self.name, *self.cworkers.call("update_parameter", kind, name, value)]
 
     def replace_component(self, kind: str, config: object) -> list[str]:
-        self.components = self.components.with_component(kind, config)
+        self.components = self.cworkers.components = self.components.with_component(kind, config)
         if kind == "storage":  # the batch in use keeps its data; the next round uses the new storage
             self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action,
                                                          self.components.env.num_envs)

@@ -15,20 +15,12 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayActorError
 
-from colonyrl.scheme.runtime import WorkerTimeoutError
+from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 
 __all__ = ["ensure_ray", "as_remote", "wait_named", "WorkerDiedError", "node_id"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class WorkerDiedError(RuntimeError):
-    """A worker process died while doing ``stage``."""
-
-    def __init__(self, worker: str, stage: str, cause: BaseException) -> None:
-        self.worker, self.stage = worker, stage
-        super().__init__(f"{worker} died during '{stage}': {type(cause).__name__}: {str(cause)[:300]}")
 
 
 def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int | None = None) -> None:
@@ -87,6 +79,11 @@ def wait_named(futures: Mapping[Any, str], stage: str, timeout_s: float) -> list
         except RayActorError as e:
             raise WorkerDiedError(futures[ref], stage, e) from e
     return out
+
+
+def wait_all(refs: Sequence[Any], timeout_s: float) -> tuple[list[Any], list[Any]]:
+    """(ready, not ready) after waiting up to ``timeout_s`` for all of ``refs``."""
+    return ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
 
 
 def wait_any(refs: Sequence[Any], timeout_s: float) -> list[Any]:

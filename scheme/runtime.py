@@ -6,7 +6,7 @@ import os
 
 import torch
 
-__all__ = ["init_process", "WorkerTimeoutError"]
+__all__ = ["init_process", "WorkerTimeoutError", "WorkerDiedError"]
 
 
 def init_process(torch_threads: int = 1) -> None:
@@ -26,3 +26,11 @@ class WorkerTimeoutError(TimeoutError):
     def __init__(self, workers: list[str], stage: str, timeout_s: float) -> None:
         self.workers, self.stage, self.timeout_s = workers, stage, timeout_s
         super().__init__(f"{', '.join(workers)} did not answer '{stage}' within {timeout_s:g} s")
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process died while doing ``stage``."""
+
+    def __init__(self, worker: str, stage: str, cause: BaseException) -> None:
+        self.worker, self.stage = worker, stage
+        super().__init__(f"{worker} died during '{stage}': {type(cause).__name__}: {str(cause)[:300]}")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
-from colonyrl.scheme.runtime import WorkerTimeoutError
+from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 
 if TYPE_CHECKING:
     from colonyrl.scheme.worker_set import CWorkerSet, GWorkerSet
@@ -72,7 +72,12 @@ class AsyncCollection:
                                          self.timeout_s)
             for handle in ready:
                 i = self.in_flight.pop(handle)
-                rollout = cworkers.result(handle, i)
+                try:
+                    rollout = cworkers.result(handle, i)
+                except WorkerDiedError:  # replaced by a new worker with the current components
+                    cworkers.recreate(i)
+                    self.in_flight[cworkers.submit(i, prepared)] = i
+                    continue
                 self.in_flight[cworkers.submit(i, prepared)] = i  # keep it collecting, newest weights
                 if self.max_policy_lag is not None and weights.version - rollout.version > self.max_policy_lag:
                     self.dropped += 1

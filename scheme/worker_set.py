@@ -57,6 +57,8 @@ class CWorkerSet(Protocol):
     def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]: ...
     def result(self, handle: Any, index: int) -> Rollout: ...
     def call(self, method: str, *args: Any) -> list[Any]: ...
+    def recreate(self, index: int) -> None: ...
+    def stats(self) -> dict[str, float]: ...
     def close(self) -> None: ...
 
 
@@ -68,7 +70,7 @@ class LocalCWorkerSet:
     """
 
     def __init__(self, spec: CWorkerSpec, components: Components) -> None:
-        self.spec, self.names = spec, spec.names()
+        self.spec, self.names, self.components = spec, spec.names(), components
         self.workers = [CWorker(components, spec.global_index(i), name) for i, name in enumerate(self.names)]
         # One thread per worker, made on the first async submit: every call to a worker then goes
         # through its thread, after the rollout in flight (as Ray orders an actor's calls).
@@ -102,6 +104,13 @@ class LocalCWorkerSet:
                                      self.spec.timeout_s)
         return [f.result() for f in futures]
 
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def recreate(self, i: int) -> None:
+        """An in-process worker shares this process: if it died, so did we. Errors propagate."""
+        raise RuntimeError(f"{self.names[i]} failed in-process; nothing to recreate")
+
     def close(self) -> None:
         for t in self._threads or ():  # let in-flight rollouts finish (milliseconds), then stop
             t.shutdown(wait=True, cancel_futures=True)
@@ -110,22 +119,51 @@ class LocalCWorkerSet:
 
 
 class RemoteCWorkerSet:
-    """CWorkers as Ray actors; weights go down as one object ref shared by all of them."""
+    """CWorkers as Ray actors; weights go down as one object ref shared by all of them.
+
+    Self-healing (platform.md §2.5): a worker whose process died is recreated with the GWorker's
+    current components (runtime changes included) and gets the current weights with its next
+    request; the rollout it had in flight is lost and counted. The set owns its actors
+    (``max_restarts=0``), so it always knows a worker is new.
+    """
 
     def __init__(self, spec: CWorkerSpec, components: Components) -> None:
         from colonyrl.scheme import remote
 
         self._remote = remote
-        self.spec, self.names = spec, spec.names()
-        cls = remote.as_remote(CWorker, spec.num_cpus, spec.num_gpus, dict(spec.resources))
-        receiver = remote.node_id()
-        self.actors = [cls.remote(components, spec.global_index(i), name, spec.compress, receiver)
-                       for i, name in enumerate(self.names)]
+        self.spec, self.names, self.components = spec, spec.names(), components
+        self._cls = remote.as_remote(CWorker, spec.num_cpus, spec.num_gpus, dict(spec.resources))
+        self._receiver = remote.node_id()
+        self.actors = [self._spawn(i) for i in range(spec.num_workers)]
+        self.restarts = 0
+        self.lost_env_steps = 0
+
+    def _spawn(self, i: int) -> Any:
+        return self._cls.remote(self.components, self.spec.global_index(i), self.names[i], self.spec.compress,
+                                self._receiver)
+
+    def recreate(self, i: int) -> None:
+        """Replace worker ``i`` (dead or stuck) by a new one built from the current components."""
+        self._remote.kill(self.actors[i])
+        self.actors[i] = self._spawn(i)
+        self.restarts += 1
+        self.lost_env_steps += self.components.env.num_envs * self.components.storage.num_steps
 
     def collect(self, weights: Weights) -> list[Rollout]:
-        ref = self._remote.put(weights)  # one put, a ref to every worker (DESIGN: data path)
-        futures = {a.collect.remote(ref): n for a, n in zip(self.actors, self.names, strict=True)}
-        return self._remote.wait_named(futures, "collect", self.spec.timeout_s)
+        prepared = self.prepare(weights)
+        while True:
+            handles = {self.submit(i, prepared): i for i in range(len(self.actors))}
+            ready, not_ready = self._remote.wait_all(list(handles), self.spec.timeout_s)
+            if not_ready:
+                raise WorkerTimeoutError([self.names[handles[h]] for h in not_ready], "collect", self.spec.timeout_s)
+            rollouts = []
+            for h in ready:
+                try:
+                    rollouts.append(self.result(h, handles[h]))
+                except self._remote.WorkerDiedError:
+                    self.recreate(handles[h])
+            if rollouts:  # the survivors' data is used; a recreated worker joins the next round
+                return rollouts
 
     def prepare(self, weights: Weights) -> Any:
         return self._remote.put(weights)
@@ -142,6 +180,12 @@ class RemoteCWorkerSet:
     def call(self, method: str, *args: Any) -> list[Any]:
         futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}
         return self._remote.wait_named(futures, method, self.spec.timeout_s)
+
+    def stats(self) -> dict[str, float]:
+        """Counts since the previous call (the Learner keeps the running totals)."""
+        out = {"restarts": float(self.restarts), "lost_env_steps": float(self.lost_env_steps)}
+        self.restarts = self.lost_env_steps = 0
+        return out
 
     def close(self) -> None:
         for a in self.actors:

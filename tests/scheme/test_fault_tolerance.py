@@ -1,0 +1,86 @@
+"""Self-healing CWorker sets on real Ray: killed workers are replaced, hung workers are named."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from colonyrl.agents.networks import ActorCriticConfig
+from colonyrl.agents.ppo import PPOConfig
+from colonyrl.envs.factory import EnvConfig
+from colonyrl.launch.evaluate import evaluate
+from colonyrl.scheme.components import Components
+from colonyrl.scheme.runtime import WorkerTimeoutError
+from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
+from colonyrl.storage.rollout import RolloutConfig
+
+pytestmark = pytest.mark.ray
+
+SMALL = Resources(num_cpus=0.25)
+
+
+def _components(**env: object) -> Components:
+    return Components(env=EnvConfig(id="CartPole-v1", num_envs=4, **env), actor=ActorCriticConfig(),
+                      algo=PPOConfig(lr=1e-3, num_epochs=10, minibatch_size=256),
+                      storage=RolloutConfig(num_steps=32, gamma=0.98, gae_lambda=0.8), seed=0)
+
+
+def _kill(learner, worker: str) -> None:
+    cworkers = learner.gworkers.gworker.cworkers
+    pid = cworkers.call("pid")[cworkers.names.index(worker)]
+    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("collection", ["sync", "async"])
+def test_killed_cworker_is_replaced_with_current_components(ray_local, collection: str) -> None:
+    cfg = SchemeConfig(num_col_workers=2, collection=collection, col_worker_resources=SMALL, worker_timeout_s=60.0)
+    with Scheme(cfg, _components()) as scheme:
+        learner = scheme.learner
+        for _ in range(12):
+            learner.step()
+        learner.update_algorithm_parameter("lr", 5e-4)  # made before the death: the new worker has it
+        _kill(learner, "g0.c1")
+        steps_before = learner.env_steps
+        for _ in range(30):
+            learner.step()
+        assert learner.totals["restarts"] == 1
+        assert learner.totals["lost_env_steps"] == 4 * 32
+        assert learner.env_steps > steps_before
+        inspected = {w["name"]: w for w in learner.gworkers.gworker.cworkers.call("inspect")}
+        assert inspected["g0.c1"]["algo"].lr == 5e-4 and inspected["g0.c1"]["optimizer_lrs"] == [5e-4]
+        assert learner.pop_metrics()["restarts"] == 1
+
+
+@pytest.mark.slow
+def test_training_reaches_the_target_through_a_cworker_kill(ray_local) -> None:
+    cfg = SchemeConfig(num_col_workers=2, col_worker_resources=SMALL, worker_timeout_s=60.0)
+    components = _components()
+    with Scheme(cfg, components) as scheme:
+        learner = scheme.learner
+        killed, best, next_eval = False, 0.0, 10_000
+        while learner.env_steps < 150_000 and best < 475:
+            learner.step()
+            if not killed and learner.env_steps >= 5_000:
+                _kill(learner, "g0.c0")
+                killed = True
+            if learner.env_steps >= next_eval:
+                next_eval += 10_000
+                best = evaluate(learner.algo, components.env, 10, 0).mean
+        assert best >= 475
+        assert learner.totals["restarts"] == 1
+
+
+def test_hanging_cworkers_are_reported_by_name_within_the_timeout(ray_local) -> None:
+    # every env step sleeps 0.5 s: one rollout would take 16 s
+    cfg = SchemeConfig(num_col_workers=2, col_worker_resources=SMALL, worker_timeout_s=2.0)
+    with Scheme(cfg, _components(step_delay_s=0.5)) as scheme:
+        start = time.perf_counter()
+        with pytest.raises(WorkerTimeoutError) as e:
+            scheme.learner.step()
+        elapsed = time.perf_counter() - start
+    assert e.value.workers == ["g0.c0", "g0.c1"] and e.value.stage == "collect"
+    assert "g0.c0, g0.c1 did not answer 'collect' within 2 s" in str(e.value)
+    assert 2.0 <= elapsed < 10.0
