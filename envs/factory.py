@@ -113,6 +113,8 @@ class EnvConfig(Config):
     kwargs: dict[str, float | int | str | bool] = field(default_factory=dict)
     #: Seconds slept per sub-env step (:class:`StepDelay`): simulates slow envs.
     step_delay_s: float = param(0.0, ge=0.0)
+    #: Only these worker indices get ``step_delay_s`` (None: all): simulates a straggler.
+    step_delay_workers: tuple[int, ...] | None = None
 
     def _check(self) -> None:
         where = f"{type(self).__name__}.id"
@@ -132,10 +134,11 @@ class EnvConfig(Config):
                 f"packages need 'package:Env-vN'){hint}",
             )
 
-    def env_fns(self) -> list[functools.partial[gymnasium.Env]]:
+    def env_fns(self, worker_index: int = 0) -> list[functools.partial[gymnasium.Env]]:
         """One picklable thunk per sub-env (what ``SyncVectorEnv``/``AsyncVectorEnv`` take)."""
+        slow = self.step_delay_workers is None or worker_index in self.step_delay_workers
         thunk = functools.partial(_make_sub_env, self.id, self.max_episode_steps, dict(self.kwargs),
-                                  self.step_delay_s)
+                                  self.step_delay_s if slow else 0.0)
         return [thunk] * self.num_envs
 
     def make(self, num_envs: int | None = None, seed: int = 0, worker_index: int = 0) -> EnvHandle:
@@ -147,7 +150,7 @@ class EnvConfig(Config):
         observations; a different worker index gives different ones.
         """
         cfg = self if num_envs is None else self.replace(num_envs=num_envs)
-        fns = cfg.env_fns()
+        fns = cfg.env_fns(worker_index)
         vec: VectorEnv
         if cfg.vectorization == "sync":
             vec = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.NEXT_STEP)

@@ -24,7 +24,7 @@ __all__ = ["Learner", "Metrics", "Change"]
 # Packet info keys that are durations: summed over a logging window and reported as time shares.
 _TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
 # Packet info keys that are counts of events since the worker's previous packet: running totals.
-_COUNTS = ("dropped_rollouts", "restarts", "lost_env_steps")
+_COUNTS = ("dropped_rollouts", "restarts", "lost_env_steps", "preemptions")
 
 
 class Metrics:

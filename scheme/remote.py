@@ -55,11 +55,17 @@ def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int
 
 
 def as_remote(cls: type[T], num_cpus: float, num_gpus: float = 0.0, resources: Mapping[str, float] | None = None,
-              max_concurrency: int = 1) -> Any:
+              control_group: bool = False) -> Any:
     """``cls`` as a Ray actor class with these resources (no automatic restarts: the worker set
-    recreates dead workers itself, so it always knows a worker is new and re-sends weights)."""
+    recreates dead workers itself, so it always knows a worker is new and re-sends weights).
+
+    ``control_group`` adds a one-thread concurrency group "control" whose calls run *while* a
+    default-group call runs (a preemption signal reaching a collecting worker); the default group
+    keeps one thread, so ordinary calls still run one at a time, in submission order.
+    """
+    groups = {"control": 1} if control_group else None
     return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}) or None,
-                      max_restarts=0, max_concurrency=max_concurrency)(cls)
+                      max_restarts=0, concurrency_groups=groups)(cls)
 
 
 def wait_named(futures: Mapping[Any, str], stage: str, timeout_s: float) -> list[Any]:
@@ -81,9 +87,9 @@ def wait_named(futures: Mapping[Any, str], stage: str, timeout_s: float) -> list
     return out
 
 
-def wait_all(refs: Sequence[Any], timeout_s: float) -> tuple[list[Any], list[Any]]:
-    """(ready, not ready) after waiting up to ``timeout_s`` for all of ``refs``."""
-    return ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+def wait_some(refs: Sequence[Any], num_returns: int, timeout_s: float) -> tuple[list[Any], list[Any]]:
+    """(ready, not ready) once ``num_returns`` of ``refs`` are ready, or after ``timeout_s``."""
+    return ray.wait(list(refs), num_returns=num_returns, timeout=timeout_s)
 
 
 def wait_any(refs: Sequence[Any], timeout_s: float) -> list[Any]:

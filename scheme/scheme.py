@@ -50,6 +50,11 @@ class SchemeConfig(Config):
     force_remote: bool = False
     grad_worker_resources: Resources = dataclasses.field(default_factory=Resources)
     col_worker_resources: Resources = dataclasses.field(default_factory=Resources)
+    #: Sync collection: a round ends once this fraction of a GWorker's CWorkers delivered; the
+    #: others are told to stop (straggler preemption).
+    fraction_workers: float = param(1.0, gt=0.0, le=1.0)
+    #: A CWorker told to stop stops only once it has this fraction of its steps.
+    fraction_samples: float = param(1.0, gt=0.0, le=1.0)
     #: Async collection drops (and counts) rollouts older than this many policy versions.
     max_policy_lag: int | None = param(None, ge=0)
     #: Longest wait for any worker call before it is reported by name.
@@ -104,7 +109,7 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
 
     # Collection mode: a strategy object each GWorker uses to get rollouts from its CWorkerSet.
     collection = (AsyncCollection(config.max_policy_lag, config.worker_timeout_s)
-                  if config.collection == "async" else SyncCollection())
+                  if config.collection == "async" else SyncCollection(config.fraction_workers, config.fraction_samples))
     # Learner -> GWorkerSet: one GWorker sharing the Learner's algorithm, or Ray actors with replicas.
     if config.remote_grad_workers:
         from colonyrl.scheme import remote

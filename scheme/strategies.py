@@ -7,6 +7,7 @@ counter-example). The async and decentralized strategies (issue 3) implement the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,10 +31,19 @@ class CollectionStrategy(Protocol):
 
 
 class SyncCollection:
-    """Every CWorker collects one full rollout with the GWorker's current weights; wait for all."""
+    """Every CWorker collects one rollout with the GWorker's current weights; wait for them.
+
+    Preemption (PyTorchRL's ``fraction_workers``/``fraction_samples``): once ``fraction_workers``
+    of the CWorkers delivered, the others are told to stop as soon as they have
+    ``fraction_samples`` of their steps, and their partial rollouts are used.
+    """
+
+    def __init__(self, fraction_workers: float = 1.0, fraction_samples: float = 1.0) -> None:
+        self.fraction_workers, self.fraction_samples = fraction_workers, fraction_samples
 
     def collect(self, cworkers: CWorkerSet, weights: Weights) -> list[Rollout]:
-        return cworkers.collect(weights)
+        quorum = max(1, math.ceil(self.fraction_workers * len(cworkers.names)))
+        return cworkers.collect(weights, quorum, self.fraction_samples)
 
     def stats(self) -> dict[str, float]:
         return {}

@@ -51,7 +51,7 @@ class CWorkerSet(Protocol):
 
     names: list[str]
 
-    def collect(self, weights: Weights) -> list[Rollout]: ...
+    def collect(self, weights: Weights, quorum: int | None = None, min_fraction: float = 1.0) -> list[Rollout]: ...
     def prepare(self, weights: Weights) -> Any: ...
     def submit(self, index: int, prepared: Any) -> Any: ...
     def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]: ...
@@ -76,7 +76,8 @@ class LocalCWorkerSet:
         # through its thread, after the rollout in flight (as Ray orders an actor's calls).
         self._threads: list[cf.ThreadPoolExecutor] | None = None
 
-    def collect(self, weights: Weights) -> list[Rollout]:
+    def collect(self, weights: Weights, quorum: int | None = None, min_fraction: float = 1.0) -> list[Rollout]:
+        # Workers in this process run one after the other: there is no straggler to preempt.
         return [w.collect(weights) for w in self.workers]
 
     def prepare(self, weights: Weights) -> Weights:
@@ -132,11 +133,13 @@ class RemoteCWorkerSet:
 
         self._remote = remote
         self.spec, self.names, self.components = spec, spec.names(), components
-        self._cls = remote.as_remote(CWorker, spec.num_cpus, spec.num_gpus, dict(spec.resources))
+        self._cls = remote.as_remote(CWorker, spec.num_cpus, spec.num_gpus, dict(spec.resources), control_group=True)
         self._receiver = remote.node_id()
         self.actors = [self._spawn(i) for i in range(spec.num_workers)]
         self.restarts = 0
         self.lost_env_steps = 0
+        self.preemptions = 0
+        self._round = 0
 
     def _spawn(self, i: int) -> Any:
         return self._cls.remote(self.components, self.spec.global_index(i), self.names[i], self.spec.compress,
@@ -149,13 +152,16 @@ class RemoteCWorkerSet:
         self.restarts += 1
         self.lost_env_steps += self.components.env.num_envs * self.components.storage.num_steps
 
-    def collect(self, weights: Weights) -> list[Rollout]:
+    def collect(self, weights: Weights, quorum: int | None = None, min_fraction: float = 1.0) -> list[Rollout]:
+        """One round. With a ``quorum`` below the number of workers, once that many delivered the
+        others are told to stop (each after ``min_fraction`` of its steps) and their partial
+        rollouts are used too (straggler preemption)."""
         prepared = self.prepare(weights)
         while True:
-            handles = {self.submit(i, prepared): i for i in range(len(self.actors))}
-            ready, not_ready = self._remote.wait_all(list(handles), self.spec.timeout_s)
-            if not_ready:
-                raise WorkerTimeoutError([self.names[handles[h]] for h in not_ready], "collect", self.spec.timeout_s)
+            self._round += 1
+            handles = {self.actors[i].collect.remote(prepared, self._round, min_fraction): i
+                       for i in range(len(self.actors))}
+            ready = self._wait_with_preemption(list(handles), quorum or len(handles), handles)
             rollouts = []
             for h in ready:
                 try:
@@ -164,6 +170,18 @@ class RemoteCWorkerSet:
                     self.recreate(handles[h])
             if rollouts:  # the survivors' data is used; a recreated worker joins the next round
                 return rollouts
+
+    def _wait_with_preemption(self, refs: list[Any], quorum: int, handles: dict[Any, int]) -> list[Any]:
+        timeout = self.spec.timeout_s
+        ready, not_ready = self._remote.wait_some(refs, quorum, timeout)
+        if len(ready) >= quorum and not_ready:
+            for ref in not_ready:  # the stragglers: stop now, keep what they have
+                self.actors[handles[ref]].request_stop.options(concurrency_group="control").remote(self._round)
+            self.preemptions += len(not_ready)
+            ready, not_ready = self._remote.wait_some(refs, len(refs), timeout)
+        if not_ready:
+            raise WorkerTimeoutError([self.names[handles[h]] for h in not_ready], "collect", timeout)
+        return ready
 
     def prepare(self, weights: Weights) -> Any:
         return self._remote.put(weights)
@@ -183,8 +201,9 @@ class RemoteCWorkerSet:
 
     def stats(self) -> dict[str, float]:
         """Counts since the previous call (the Learner keeps the running totals)."""
-        out = {"restarts": float(self.restarts), "lost_env_steps": float(self.lost_env_steps)}
-        self.restarts = self.lost_env_steps = 0
+        out = {"restarts": float(self.restarts), "lost_env_steps": float(self.lost_env_steps),
+               "preemptions": float(self.preemptions)}
+        self.restarts = self.lost_env_steps = self.preemptions = 0
         return out
 
     def close(self) -> None:
