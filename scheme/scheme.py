@@ -16,7 +16,13 @@ from colonyrl.scheme.config import Config, ConfigError, param
 from colonyrl.scheme.g_worker import GWorker
 from colonyrl.scheme.learner import Learner
 from colonyrl.scheme.runtime import init_process
-from colonyrl.scheme.strategies import AsyncCollection, CentralUpdate, SyncCollection, SyncGradients
+from colonyrl.scheme.strategies import (
+    AsyncCollection,
+    AsyncGradients,
+    CentralUpdate,
+    SyncCollection,
+    SyncGradients,
+)
 from colonyrl.scheme.worker_set import CWorkerSpec, LocalGWorkerSet, RemoteGWorkerSet
 
 __all__ = ["Resources", "SchemeConfig", "Scheme", "connect"]
@@ -63,7 +69,7 @@ class SchemeConfig(Config):
 
     def _check(self) -> None:
         # Issue 3 adds these modes; until then reject them clearly instead of running something else.
-        for name, implemented in (("gradients", "sync"), ("update", "central")):
+        for name, implemented in (("update", "central"),):
             if getattr(self, name) != implemented:
                 raise ConfigError(f"SchemeConfig.{name}", getattr(self, name),
                                   f"{implemented!r} (the other modes are not implemented yet)")
@@ -125,7 +131,8 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
         gworkers = LocalGWorkerSet(GWorker(components, 0, cworkers_of(0), algo, False, collection))
     names = [n for g in range(config.num_grad_workers) for n in (f"g{g}", *cworkers_of(g).names())]
     # Gradient mode and update mode: how the Learner gathers and applies.
-    return Learner(algo, gworkers, SyncGradients(), CentralUpdate(), config.remote_grad_workers, components, names)
+    gradients = AsyncGradients(config.worker_timeout_s) if config.gradients == "async" else SyncGradients()
+    return Learner(algo, gworkers, gradients, CentralUpdate(), config.remote_grad_workers, components, names)
 
 
 class Scheme:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from colonyrl.scheme.worker_set import CWorkerSet, GWorkerSet
 
 __all__ = ["CollectionStrategy", "SyncCollection", "AsyncCollection", "GradientStrategy", "SyncGradients",
+           "AsyncGradients",
            "UpdateStrategy", "CentralUpdate", "average_gradients"]
 
 
@@ -116,6 +117,28 @@ class SyncGradients:
 
     def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None) -> list[GradientPacket]:
         return gworkers.step(version, weights)
+
+
+class AsyncGradients:
+    """The Learner applies each GWorker's gradients as they arrive and sends new weights back to
+    that GWorker only (asynchronous SGD with a parameter server, as in DistBelief, Dean et al.
+    2012). The others keep computing on the weights they have: the Learner measures that
+    staleness (its version minus the version the gradients were computed with)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.in_flight: dict[Any, int] = {}
+
+    def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None) -> list[GradientPacket]:
+        busy = set(self.in_flight.values())
+        for i in range(len(gworkers.names)):
+            if i not in busy:  # an idle GWorker gets the newest weights with its next step
+                self.in_flight[gworkers.submit(i, version, weights)] = i
+        ready = gworkers.wait(list(self.in_flight), self.timeout_s)
+        if not ready:
+            raise WorkerTimeoutError([gworkers.names[i] for i in self.in_flight.values()], "step", self.timeout_s)
+        handle = ready[0]  # one packet per Learner step: each is applied on its own
+        return [gworkers.result(handle, self.in_flight.pop(handle))]
 
 
 class UpdateStrategy(Protocol):

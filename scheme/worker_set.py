@@ -216,9 +216,16 @@ def make_cworker_set(spec: CWorkerSpec, components: Components) -> CWorkerSet:
 
 
 class GWorkerSet(Protocol):
+    """Gradient workers of the Learner: ``step`` is one synchronous step of all of them;
+    ``submit``/``wait``/``result`` are the future primitives of the async gradient strategy."""
+
     names: list[str]
 
     def step(self, version: int, weights: Weights | None) -> list[GradientPacket]: ...
+    def submit(self, index: int, version: int, weights: Weights | None) -> Any: ...
+    def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]: ...
+    def result(self, handle: Any, index: int) -> GradientPacket: ...
+    def call(self, method: str, *args: Any) -> list[Any]: ...
     def close(self) -> None: ...
 
 
@@ -231,6 +238,17 @@ class LocalGWorkerSet:
 
     def step(self, version: int, weights: Weights | None) -> list[GradientPacket]:
         return [self.gworker.step(version, None)]
+
+    def submit(self, index: int, version: int, weights: Weights | None) -> cf.Future[GradientPacket]:
+        done: cf.Future[GradientPacket] = cf.Future()  # in-process the step runs now, in this thread
+        done.set_result(self.gworker.step(version, None))
+        return done
+
+    def wait(self, handles: Sequence[cf.Future[GradientPacket]], timeout_s: float) -> list[cf.Future[GradientPacket]]:
+        return list(handles)
+
+    def result(self, handle: cf.Future[GradientPacket], index: int) -> GradientPacket:
+        return handle.result()
 
     def call(self, method: str, *args: Any) -> list[Any]:
         return [getattr(self.gworker, method)(*args)]
@@ -250,13 +268,25 @@ class RemoteGWorkerSet:
         self._weights_ref: Any = None
         self._weights_version = -1
 
-    def step(self, version: int, weights: Weights | None) -> list[GradientPacket]:
+    def _weights(self, weights: Weights | None) -> Any:
         if weights is not None and weights.version != self._weights_version:
             self._weights_ref = self._remote.put(weights)  # put once per version, refs to all
             self._weights_version = weights.version
-        futures = {a.step.remote(version, self._weights_ref): n
-                   for a, n in zip(self.actors, self.names, strict=True)}
+        return self._weights_ref
+
+    def step(self, version: int, weights: Weights | None) -> list[GradientPacket]:
+        ref = self._weights(weights)
+        futures = {a.step.remote(version, ref): n for a, n in zip(self.actors, self.names, strict=True)}
         return self._remote.wait_named(futures, "step", self.timeout_s)
+
+    def submit(self, index: int, version: int, weights: Weights | None) -> Any:
+        return self.actors[index].step.remote(version, self._weights(weights))
+
+    def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]:
+        return self._remote.wait_any(handles, timeout_s)
+
+    def result(self, handle: Any, index: int) -> GradientPacket:
+        return self._remote.get_named(handle, self.names[index], "step")
 
     def call(self, method: str, *args: Any) -> list[Any]:
         futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}

@@ -52,3 +52,21 @@ def test_async_collection_with_remote_cworkers(ray_local) -> None:
     metrics, counters = _run(cfg, updates=30)
     assert counters["updates"] == 30 and counters["env_steps"] > 0
     assert metrics["policy_lag"] > 2.0  # rollouts were collected with older weights than sync would use
+
+
+@pytest.mark.ray
+def test_async_gradients_apply_each_packet_and_measure_staleness(ray_local) -> None:
+    cfg = SchemeConfig(num_grad_workers=2, gradients="async", grad_worker_resources=Resources(num_cpus=0.25),
+                       worker_timeout_s=60.0)
+    with Scheme(cfg, COMPONENTS) as scheme:
+        learner = scheme.learner
+        for _ in range(20):
+            packets = learner.gather()
+            assert len(packets) == 1  # one GWorker's gradients per Learner step
+            learner.apply(packets)
+            learner.broadcast()
+        metrics = learner.pop_metrics()
+    assert learner.num_updates == learner.version == 20
+    # While one GWorker's gradients are applied, the other computes on the previous weights:
+    # after the start, every packet is one version stale.
+    assert 0.5 <= metrics["gradient_staleness"] <= 1.0
