@@ -44,6 +44,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         with Scheme(cfg.scheme, cfg.components()) as scheme:
             learner = scheme.learner
             evaluations = _train_loop(cfg, learner, tracker, console)
+            learner.sync_weights()
             final = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed)
             counters = learner.counters()
             tracker.log_metrics({"eval_return": final.mean, "eval_return_std": final.std,
@@ -82,6 +83,7 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
                 last_log = now
             if run.eval_every and learner.env_steps >= next_eval:
                 next_eval += run.eval_every
+                learner.sync_weights()
                 result = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed)
                 evaluations.append((learner.env_steps, result.mean))
                 tracker.log_metrics({"eval_return": result.mean, "eval_return_std": result.std},

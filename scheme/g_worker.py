@@ -65,6 +65,7 @@ class GWorker:
         self.generator = torch.Generator().manual_seed(components.seed * 1000 + index)
         self._batches: Iterator[Any] | None = None
         self._data_version = 0.0
+        self.allreduce: Any = None  # set by init_allreduce in decentralized mode
 
     def set_weights(self, weights: Weights) -> None:
         if weights.version != self.version:
@@ -93,10 +94,32 @@ class GWorker:
             info["grad_time_s"] = time.perf_counter() - start
             if grads is None:  # early stop (e.g. PPO target_kl): the rest of this batch is dropped
                 self._batches = None
-            elif self.numpy_grads:
+            if self.allreduce is not None:  # decentralized: average with the others, apply here
+                grads = self._apply_allreduced(grads, int(batch.obs.shape[0]), info)
+            elif grads is not None and self.numpy_grads:
                 grads = [g.numpy() for g in grads]
             return GradientPacket(self.version, self._data_version, self.name, grads, int(batch.obs.shape[0]),
                                   env_steps, EpisodeStats.concat(finished), info)
+
+    def _apply_allreduced(self, grads: list[Any] | None, num_samples: int, info: dict[str, float]) -> None:
+        start = time.perf_counter()
+        averaged = self.allreduce.average(grads, num_samples if grads is not None else 0, self.algo.parameters())
+        info["allreduce_time_s"] = time.perf_counter() - start
+        if averaged is not None:
+            info.update(self.algo.apply_gradients(averaged), applied=1.0)
+        return None  # nothing for the Learner to apply
+
+    # -- decentralized update ------------------------------------------------------------------------
+    def free_address(self) -> str:
+        from colonyrl.scheme.collective import free_address
+
+        return free_address()
+
+    def init_allreduce(self, address: str, rank: int, world_size: int, timeout_s: float) -> str:
+        from colonyrl.scheme.collective import AllReduce
+
+        self.allreduce = AllReduce(address, rank, world_size, timeout_s)
+        return self.name
 
     def _collect(self) -> tuple[list[Rollout], dict[str, float]]:
         start = time.perf_counter()
@@ -156,3 +179,5 @@ class GWorker:
     def close(self) -> None:
         self.collection.close(self.cworkers)
         self.cworkers.close()
+        if self.allreduce is not None:
+            self.allreduce.close()

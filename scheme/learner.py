@@ -131,6 +131,10 @@ class Learner:
         if self.remote_weights and (self._weights is None or self._weights.version != self.version):
             self._weights = Weights(self.version, self.algo.get_weights())
 
+    def sync_weights(self) -> None:
+        """Make ``self.algo`` hold the current weights (decentralized: pulled from a GWorker)."""
+        self.update.pull_weights(self.algo, self.gworkers)
+
     # -- runtime changes: validated here first, so a bad one changes nothing anywhere ------------------
     def update_algorithm_parameter(self, name: str, value: Any) -> Change:
         """Change an algorithm hyperparameter (e.g. ``lr``) in every worker; acknowledged by all."""

@@ -20,6 +20,7 @@ from colonyrl.scheme.strategies import (
     AsyncCollection,
     AsyncGradients,
     CentralUpdate,
+    DecentralizedUpdate,
     SyncCollection,
     SyncGradients,
 )
@@ -68,11 +69,9 @@ class SchemeConfig(Config):
     object_store_mb: int | None = param(None, ge=80)
 
     def _check(self) -> None:
-        # Issue 3 adds these modes; until then reject them clearly instead of running something else.
-        for name, implemented in (("update", "central"),):
-            if getattr(self, name) != implemented:
-                raise ConfigError(f"SchemeConfig.{name}", getattr(self, name),
-                                  f"{implemented!r} (the other modes are not implemented yet)")
+        if self.update == "decentralized" and self.gradients == "async":
+            raise ConfigError("SchemeConfig.gradients", self.gradients,
+                              "'sync' when update='decentralized' (every GWorker joins every all-reduce)")
 
     @property
     def remote_grad_workers(self) -> bool:
@@ -81,6 +80,11 @@ class SchemeConfig(Config):
     @property
     def remote_col_workers(self) -> bool:
         return self.force_remote or self.num_col_workers > 1
+
+    @property
+    def decentralized(self) -> bool:
+        """All-reduce among GWorkers; with one GWorker in-process this is the central update."""
+        return self.update == "decentralized" and self.remote_grad_workers
 
     @property
     def uses_ray(self) -> bool:
@@ -127,12 +131,22 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
         names = [f"g{g}" for g in range(config.num_grad_workers)]
         gworkers: Any = RemoteGWorkerSet(actors, names, config.worker_timeout_s)
         gworkers.call("ping")  # fail fast, by name, if a worker cannot start
+        if config.decentralized:  # GWorkers <-> GWorkers: one gloo group, rank 0 hosts the rendezvous
+            address = remote.wait_named({actors[0].free_address.remote(): names[0]}, "free_address",
+                                        config.worker_timeout_s)[0]
+            remote.wait_named({a.init_allreduce.remote(address, rank, len(actors), config.worker_timeout_s): n
+                               for rank, (a, n) in enumerate(zip(actors, names, strict=True))},
+                              "init_allreduce", config.worker_timeout_s)
     else:
         gworkers = LocalGWorkerSet(GWorker(components, 0, cworkers_of(0), algo, False, collection))
     names = [n for g in range(config.num_grad_workers) for n in (f"g{g}", *cworkers_of(g).names())]
     # Gradient mode and update mode: how the Learner gathers and applies.
     gradients = AsyncGradients(config.worker_timeout_s) if config.gradients == "async" else SyncGradients()
-    return Learner(algo, gworkers, gradients, CentralUpdate(), config.remote_grad_workers, components, names)
+    update = DecentralizedUpdate() if config.decentralized else CentralUpdate()
+    # Central: the Learner's weights go down each version. Decentralized: the GWorkers keep their
+    # own identical weights (same seed, same averaged gradients) and nothing goes down.
+    push_weights = config.remote_grad_workers and not config.decentralized
+    return Learner(algo, gworkers, gradients, update, push_weights, components, names)
 
 
 class Scheme:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CollectionStrategy", "SyncCollection", "AsyncCollection", "GradientStrategy", "SyncGradients",
            "AsyncGradients",
-           "UpdateStrategy", "CentralUpdate", "average_gradients"]
+           "UpdateStrategy", "CentralUpdate", "DecentralizedUpdate", "average_gradients"]
 
 
 class CollectionStrategy(Protocol):
@@ -143,6 +143,7 @@ class AsyncGradients:
 
 class UpdateStrategy(Protocol):
     def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]: ...
+    def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None: ...
 
 
 def average_gradients(packets: Sequence[GradientPacket]) -> list[Any] | None:
@@ -178,3 +179,18 @@ class CentralUpdate:
         if grads is None:
             return {}
         return algo.apply_gradients(grads)
+
+    def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
+        """The Learner's algorithm is the master copy: nothing to pull."""
+
+
+class DecentralizedUpdate:
+    """GWorkers all-reduce their gradients and each applies the average (``scheme/collective.py``);
+    their weights stay identical. The Learner only counts the new version, and pulls the weights
+    from a GWorker when it needs them (evaluation, saving)."""
+
+    def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]:
+        return {"applied": 1.0} if any(p.info.get("applied") for p in packets) else {}
+
+    def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
+        algo.set_weights(gworkers.call("get_weights")[0].arrays)

@@ -18,15 +18,17 @@ BUDGET = 150_000
 SMALL = Resources(num_cpus=0.25)
 
 
-@pytest.mark.parametrize(("collection", "gradients"), [("sync", "sync"), ("async", "sync"), ("sync", "async"),
-                                                       ("async", "async")])
-def test_mode_learns_cartpole(ray_local, tmp_path, collection: str, gradients: str) -> None:
+@pytest.mark.parametrize(("collection", "gradients", "update"), [
+    ("sync", "sync", "central"), ("async", "sync", "central"), ("sync", "async", "central"),
+    ("async", "async", "central"), ("sync", "sync", "decentralized"),
+])
+def test_mode_learns_cartpole(ray_local, tmp_path, collection: str, gradients: str, update: str) -> None:
     cfg = TrainConfig(
         env=EnvConfig(id="CartPole-v1", num_envs=4),
         actor=ActorCriticConfig(),
         algo=PPOConfig(lr=1e-3, num_epochs=10, minibatch_size=128),
         storage=RolloutConfig(num_steps=32, gamma=0.98, gae_lambda=0.8),
-        scheme=SchemeConfig(num_grad_workers=2, num_col_workers=2, collection=collection, gradients=gradients,
+        scheme=SchemeConfig(num_grad_workers=2, num_col_workers=2, collection=collection, gradients=gradients, update=update,
                             grad_worker_resources=SMALL, col_worker_resources=SMALL, worker_timeout_s=120.0),
         run=RunConfig(total_env_steps=BUDGET, eval_every=10_000, stop_at_return=475.0, seed=0, track=False,
                       progress=False, output_dir=str(tmp_path)),
