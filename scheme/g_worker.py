@@ -142,6 +142,9 @@ class GWorker:
             rollout_bytes_raw=raw,
             rollout_bytes_wire=wire,
             worker_collect_fps=float(np.mean([r.info["collect_fps"] for r in rollouts])),
+            # per worker, so a slow CWorker shows up by name in MLflow
+            **{f"collect_fps/{r.worker}": r.info["collect_fps"] for r in rollouts},
+            **{f"policy_lag/{r.worker}": self.version - r.version for r in rollouts},
             **self.collection.stats(),
             **self.cworkers.stats(),
         )

@@ -107,8 +107,9 @@ class Learner:
             for key in _COUNTS:
                 self.totals[key] += int(p.info.get(key, 0))
             self.metrics.add({k: v for k, v in p.info.items() if k not in self.totals})
-            self.metrics.add({"policy_lag": self.version - p.data_version,
-                              "gradient_staleness": self.version - p.weights_version})
+            staleness = self.version - p.weights_version
+            self.metrics.add({"policy_lag": self.version - p.data_version, "gradient_staleness": staleness,
+                              f"gradient_staleness/{p.worker}": staleness})
         return packets
 
     def apply(self, packets: Sequence[GradientPacket]) -> dict[str, float]:

@@ -70,3 +70,13 @@ def test_async_gradients_apply_each_packet_and_measure_staleness(ray_local) -> N
     # While one GWorker's gradients are applied, the other computes on the previous weights:
     # after the start, every packet is one version stale.
     assert 0.5 <= metrics["gradient_staleness"] <= 1.0
+
+
+@pytest.mark.ray
+def test_metrics_name_each_worker(ray_local) -> None:
+    cfg = SchemeConfig(num_grad_workers=2, num_col_workers=2, grad_worker_resources=Resources(num_cpus=0.25),
+                       col_worker_resources=Resources(num_cpus=0.25), worker_timeout_s=60.0)
+    metrics, _ = _run(cfg, updates=4)
+    for worker in ("g0.c0", "g0.c1", "g1.c0", "g1.c1"):
+        assert metrics[f"collect_fps/{worker}"] > 0 and metrics[f"policy_lag/{worker}"] >= 0
+    assert {"gradient_staleness/g0", "gradient_staleness/g1"} <= set(metrics)
