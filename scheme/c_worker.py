@@ -8,11 +8,13 @@ its receiver is remote (the ``compress="auto"`` decision).
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from colonyrl.envs.factory import episode_stats
+from colonyrl.envs.snapshot import restore, snapshot
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, Rollout, Weights
 from colonyrl.scheme.runtime import init_process
@@ -136,6 +138,18 @@ class CWorker:
             self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs)
         elif kind == "storage":
             self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs)
+        return self.name
+
+    # -- checkpoints: taken between rollouts (the storage is empty then) ----------------------
+    def get_state(self) -> dict[str, Any]:
+        return {"name": self.name, "obs": torch.from_numpy(np.array(self.obs)), "prev_done": torch.from_numpy(
+                self.prev_done.copy()), "env": snapshot(self.env), "torch_rng": torch.get_rng_state()}
+
+    def set_state(self, state: dict[str, Any]) -> str:
+        restore(self.env, state["env"])
+        self.obs = state["obs"].numpy().copy()
+        self.prev_done = state["prev_done"].numpy().copy()
+        torch.set_rng_state(state["torch_rng"])  # the action sampling stream
         return self.name
 
     def inspect(self) -> dict[str, object]:

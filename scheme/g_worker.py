@@ -63,7 +63,8 @@ class GWorker:
         self.numpy_grads = numpy_grads
         self.version = -1
         self.generator = torch.Generator().manual_seed(components.seed * 1000 + index)
-        self._batches: Iterator[Any] | None = None
+        self._batches: Iterator[Any] = iter(())
+        self._next_batch: Any = None  # the next minibatch; None at a round boundary
         self._data_version = 0.0
         self.allreduce: Any = None  # set by init_allreduce in decentralized mode
 
@@ -78,28 +79,26 @@ class GWorker:
             self.set_weights(weights)
         self.version = version
         env_steps, finished, info = 0, [], {}
-        while True:
-            if self._batches is None:
-                rollouts, round_info = self._collect()
-                env_steps += sum(r.env_steps for r in rollouts)
-                finished.extend(r.episodes for r in rollouts)
-                info.update(round_info)
-            batch = next(self._batches, None)  # type: ignore[arg-type]
-            if batch is None:  # all epochs done: collect again
-                self._batches = None
-                continue
-            start = time.perf_counter()
-            grads, grad_info = self.algo.compute_gradients(batch)
-            info.update(grad_info)
-            info["grad_time_s"] = time.perf_counter() - start
-            if grads is None:  # early stop (e.g. PPO target_kl): the rest of this batch is dropped
-                self._batches = None
-            if self.allreduce is not None:  # decentralized: average with the others, apply here
-                grads = self._apply_allreduced(grads, int(batch.obs.shape[0]), info)
-            elif grads is not None and self.numpy_grads:
-                grads = [g.numpy() for g in grads]
-            return GradientPacket(self.version, self._data_version, self.name, grads, int(batch.obs.shape[0]),
-                                  env_steps, EpisodeStats.concat(finished), info)
+        while self._next_batch is None:  # the round is over: collect the next one
+            rollouts, round_info = self._collect()
+            env_steps += sum(r.env_steps for r in rollouts)
+            finished.extend(r.episodes for r in rollouts)
+            info.update(round_info)
+        batch = self._next_batch
+        # Prefetch, so the end of a round is known as soon as its last minibatch is taken.
+        self._next_batch = next(self._batches, None)  # type: ignore[arg-type]
+        start = time.perf_counter()
+        grads, grad_info = self.algo.compute_gradients(batch)
+        info.update(grad_info)
+        info["grad_time_s"] = time.perf_counter() - start
+        if grads is None:  # early stop (e.g. PPO target_kl): the rest of this batch is dropped
+            self._next_batch = None
+        if self.allreduce is not None:  # decentralized: average with the others, apply here
+            grads = self._apply_allreduced(grads, int(batch.obs.shape[0]), info)
+        elif grads is not None and self.numpy_grads:
+            grads = [g.numpy() for g in grads]
+        return GradientPacket(self.version, self._data_version, self.name, grads, int(batch.obs.shape[0]),
+                              env_steps, EpisodeStats.concat(finished), info)
 
     def _apply_allreduced(self, grads: list[Any] | None, num_samples: int, info: dict[str, float]) -> None:
         start = time.perf_counter()
@@ -135,6 +134,7 @@ class GWorker:
         info = self.storage.before_gradients()
         cfg = self.algo.config
         self._batches = self.storage.generate_batches(cfg.num_epochs, cfg.minibatch_size, self.generator)
+        self._next_batch = next(self._batches, None)
         self._data_version = float(np.mean([r.version for r in rollouts]))
         info.update(
             collect_time_s=collect_wall,
@@ -166,6 +166,33 @@ class GWorker:
             self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action,
                                                          self.components.env.num_envs)
         return [self.name, *self.cworkers.call("replace_component", kind, config)]
+
+    # -- checkpoints: taken between collection rounds (no minibatch iterator in flight) ----------------
+    def at_round_boundary(self) -> bool:
+        return self._next_batch is None
+
+    def abandon_round(self) -> str:
+        """Drop the rest of the current batch (a stop signal): the next step collects afresh."""
+        self._next_batch = None
+        return self.name
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything this GWorker and its CWorkers need to continue exactly (not the weights and
+        optimizer: the Learner holds those, or, decentralized, ``algo`` below)."""
+        if self._next_batch is not None:
+            raise RuntimeError(f"{self.name}: state is taken between collection rounds only")
+        return {"name": self.name, "version": self.version, "generator": self.generator.get_state(),
+                "algo": self.algo.state_dict() if self.owns_algo else None,
+                "cworkers": self.cworkers.call("get_state")}
+
+    def set_state(self, state: dict[str, Any]) -> str:
+        self.version = state["version"]
+        self.generator.set_state(state["generator"])
+        if self.owns_algo and state["algo"] is not None:
+            self.algo.load_state_dict(state["algo"])
+        saved = {s["name"]: s for s in state["cworkers"]}
+        self.cworkers.call_each("set_state", [saved[n] for n in self.cworkers.names])
+        return self.name
 
     def inspect(self) -> dict[str, Any]:
         return {"name": self.name, "components": self.components, "algo": self.algo.config,

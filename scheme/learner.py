@@ -136,6 +136,35 @@ class Learner:
         """Make ``self.algo`` hold the current weights (decentralized: pulled from a GWorker)."""
         self.update.pull_weights(self.algo, self.gworkers)
 
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def at_round_boundary(self) -> bool:
+        """True when every GWorker has used up its batch: worker state is small and exact then."""
+        return all(self.gworkers.call("at_round_boundary"))
+
+    def state_dict(self, workers: bool = True) -> dict[str, Any]:
+        """Weights, optimizer, counters and (at a round boundary) every worker's env and RNG state."""
+        self.sync_weights()
+        return {"algo": self.algo.state_dict(), "counters": self.counters(), "totals": dict(self.totals),
+                "workers": self.gworkers.call("get_state") if workers else None,
+                "worker_names": list(self.worker_names)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore; worker state only onto the same topology. Returns whether workers were restored
+        (a resume onto other worker counts starts their envs afresh: a valid continuation, not
+        bit-exact)."""
+        self.algo.load_state_dict(state["algo"])
+        c = state["counters"]
+        self.version, self.env_steps, self.num_updates, self.num_episodes = (
+            c["version"], c["env_steps"], c["updates"], c["episodes"])
+        self.totals.update(state["totals"])
+        self._weights = None
+        self.broadcast()
+        self.update.push_weights(self.algo, self.gworkers, self.version)
+        if state["workers"] is None or list(state["worker_names"]) != list(self.worker_names):
+            return False
+        self.gworkers.call_each("set_state", state["workers"])
+        return True
+
     # -- runtime changes: validated here first, so a bad one changes nothing anywhere ------------------
     def update_algorithm_parameter(self, name: str, value: Any) -> Change:
         """Change an algorithm hyperparameter (e.g. ``lr``) in every worker; acknowledged by all."""

@@ -144,6 +144,7 @@ class AsyncGradients:
 class UpdateStrategy(Protocol):
     def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]: ...
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None: ...
+    def push_weights(self, algo: Any, gworkers: GWorkerSet, version: int) -> None: ...
 
 
 def average_gradients(packets: Sequence[GradientPacket]) -> list[Any] | None:
@@ -183,6 +184,9 @@ class CentralUpdate:
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
         """The Learner's algorithm is the master copy: nothing to pull."""
 
+    def push_weights(self, algo: Any, gworkers: GWorkerSet, version: int) -> None:
+        """Nothing to push: the Learner sends its weights with every step anyway."""
+
 
 class DecentralizedUpdate:
     """GWorkers all-reduce their gradients and each applies the average (``scheme/collective.py``);
@@ -194,3 +198,7 @@ class DecentralizedUpdate:
 
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
         algo.set_weights(gworkers.call("get_weights")[0].arrays)
+
+    def push_weights(self, algo: Any, gworkers: GWorkerSet, version: int) -> None:
+        """After a resume: every GWorker starts from the restored weights."""
+        gworkers.call("set_weights", Weights(version, algo.get_weights()))

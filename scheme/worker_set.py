@@ -57,6 +57,7 @@ class CWorkerSet(Protocol):
     def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]: ...
     def result(self, handle: Any, index: int) -> Rollout: ...
     def call(self, method: str, *args: Any) -> list[Any]: ...
+    def call_each(self, method: str, args: Sequence[Any]) -> list[Any]: ...
     def recreate(self, index: int) -> None: ...
     def stats(self) -> dict[str, float]: ...
     def close(self) -> None: ...
@@ -104,6 +105,9 @@ class LocalCWorkerSet:
             raise WorkerTimeoutError([n for n, f in zip(self.names, futures, strict=True) if f in pending], method,
                                      self.spec.timeout_s)
         return [f.result() for f in futures]
+
+    def call_each(self, method: str, args: Sequence[Any]) -> list[Any]:
+        return [getattr(w, method)(a) for w, a in zip(self.workers, args, strict=True)]
 
     def stats(self) -> dict[str, float]:
         return {}
@@ -199,6 +203,10 @@ class RemoteCWorkerSet:
         futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}
         return self._remote.wait_named(futures, method, self.spec.timeout_s)
 
+    def call_each(self, method: str, args: Sequence[Any]) -> list[Any]:
+        futures = {getattr(a, method).remote(x): n for a, n, x in zip(self.actors, self.names, args, strict=True)}
+        return self._remote.wait_named(futures, method, self.spec.timeout_s)
+
     def stats(self) -> dict[str, float]:
         """Counts since the previous call (the Learner keeps the running totals)."""
         out = {"restarts": float(self.restarts), "lost_env_steps": float(self.lost_env_steps),
@@ -226,6 +234,7 @@ class GWorkerSet(Protocol):
     def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]: ...
     def result(self, handle: Any, index: int) -> GradientPacket: ...
     def call(self, method: str, *args: Any) -> list[Any]: ...
+    def call_each(self, method: str, args: Sequence[Any]) -> list[Any]: ...
     def close(self) -> None: ...
 
 
@@ -252,6 +261,10 @@ class LocalGWorkerSet:
 
     def call(self, method: str, *args: Any) -> list[Any]:
         return [getattr(self.gworker, method)(*args)]
+
+    def call_each(self, method: str, args: Sequence[Any]) -> list[Any]:
+        (arg,) = args
+        return [getattr(self.gworker, method)(arg)]
 
     def close(self) -> None:
         self.gworker.close()
@@ -290,6 +303,10 @@ class RemoteGWorkerSet:
 
     def call(self, method: str, *args: Any) -> list[Any]:
         futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}
+        return self._remote.wait_named(futures, method, self.timeout_s)
+
+    def call_each(self, method: str, args: Sequence[Any]) -> list[Any]:
+        futures = {getattr(a, method).remote(x): n for a, n, x in zip(self.actors, self.names, args, strict=True)}
         return self._remote.wait_named(futures, method, self.timeout_s)
 
     def close(self) -> None:
