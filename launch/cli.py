@@ -16,7 +16,9 @@ from typing import Annotated
 
 import tyro
 
+from colonyrl.launch.checkpoint import CheckpointError
 from colonyrl.launch.evaluate import ModelFileError
+from colonyrl.launch.train import TrainingInterrupted
 from colonyrl.scheme.config import ConfigError
 
 __all__ = ["main", "EvaluateArgs"]
@@ -95,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:  # a bad value: say which field and what is allowed, start nothing
         print(f"colonyrl {argv[0]}: invalid configuration: {e}", file=sys.stderr)
         return 2
-    except ModelFileError as e:
+    except TrainingInterrupted as e:  # SIGINT/SIGTERM: checkpoint written, workers stopped
+        print(f"colonyrl {argv[0]}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except (ModelFileError, CheckpointError) as e:
         print(f"colonyrl {argv[0]}: {e}", file=sys.stderr)
         return 2
 

@@ -75,6 +75,17 @@ class RunConfig(Config):
     progress: bool = True
     #: Where the final model is written (a subfolder per run).
     output_dir: str = "runs"
+    #: Checkpoints go to <checkpoint_dir>/<run id>/ckpt-<env steps>.pt.
+    checkpoint_dir: str = "checkpoints"
+    #: Checkpoint every this many env steps (None: only by time and at the end).
+    checkpoint_every: int | None = param(None, ge=1)
+    #: Checkpoint every this many minutes (None: only by env steps and at the end).
+    checkpoint_every_min: float | None = param(10.0, gt=0.0)
+    keep_checkpoints: int = param(3, ge=1)
+    #: Continue from a checkpoint file or folder, or from the MLflow run id whose checkpoints are in
+    #: checkpoint_dir. The env, actor, algorithm and storage come from the checkpoint; the scheme
+    #: (worker counts, resources) and these run settings from this command.
+    resume: str | None = None
 
     def _check(self) -> None:
         if not self.experiment:

@@ -46,6 +46,10 @@ class Console:
             + (f", MLflow run {run_id}" if run_id else "")
         )
 
+    def resumed(self, path: str, env_steps: int, exact: bool) -> None:
+        how = "workers' envs and RNG restored" if exact else "new worker topology: envs start afresh"
+        self.out.print(f"resumed from {path} at {env_steps:,} env steps ({how})")
+
     @contextlib.contextmanager
     def progress(self) -> Iterator[Callable[[int], None]]:
         if not self.enabled:

@@ -11,14 +11,16 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from colonyrl.launch.checkpoint import load_checkpoint, save_checkpoint
 from colonyrl.launch.config import TrainConfig
 from colonyrl.launch.console import Console
 from colonyrl.launch.evaluate import EvalResult, evaluate, save_model
+from colonyrl.launch.signals import StopRequest
 from colonyrl.launch.tracking import Tracker
-from colonyrl.scheme.config import to_flat_dict
+from colonyrl.scheme.config import from_dict, to_flat_dict
 from colonyrl.scheme.scheme import Scheme
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "TrainingInterrupted", "train"]
 
 
 class TrainResult(NamedTuple):
@@ -31,19 +33,38 @@ class TrainResult(NamedTuple):
     wall_time_s: float
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped the run after a checkpoint was written (MLflow status KILLED)."""
+
+    def __init__(self, signum: int, checkpoint: Path | None) -> None:
+        self.signum, self.checkpoint = signum, checkpoint
+        super().__init__(f"stopped by signal {signum}; checkpoint: {checkpoint}")
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Train ``cfg`` to its budget (or its ``stop_at_return``), evaluate, save, and track it all."""
+    cfg, resumed = _resolve_resume(cfg)
     run = cfg.run
     console = Console(enabled=run.progress, total=run.total_env_steps)
     tracker = Tracker(run.tracking_uri, run.experiment, run.run_name, enabled=run.track)
     start = time.perf_counter()
     with tracker:
-        tracker.start(to_flat_dict(cfg), tags={"colonyrl.preset_env": cfg.env.id})
-        tracker.log_dict(dataclasses.asdict(cfg), "config.json")
+        tracker.start(to_flat_dict(cfg), tags={"colonyrl.preset_env": cfg.env.id},
+                      run_id=resumed["run_id"] if resumed else None)
+        if resumed is None:
+            tracker.log_dict(dataclasses.asdict(cfg), "config.json")
         console.header(cfg, tracker.run_id)
-        with Scheme(cfg.scheme, cfg.components()) as scheme:
+        # Signal handlers after the scheme: ray.init installs its own SIGTERM handler (it aborts).
+        with Scheme(cfg.scheme, cfg.components()) as scheme, StopRequest() as stop:
             learner = scheme.learner
-            evaluations = _train_loop(cfg, learner, tracker, console)
+            if resumed is not None:
+                exact = learner.load_state_dict(resumed["learner"])
+                console.resumed(resumed["path"], learner.env_steps, exact)
+            checkpoints = Checkpoints(cfg, learner, tracker.run_id)
+            evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints)
+            last = checkpoints.save()
+            if stop.requested:
+                raise TrainingInterrupted(stop.signal or 0, last)
             learner.sync_weights()
             final = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed)
             counters = learner.counters()
@@ -63,16 +84,60 @@ def train(cfg: TrainConfig) -> TrainResult:
     return TrainResult(tracker.run_id, model_dir, final, counters, evaluations, wall)
 
 
-def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Console) -> list[tuple[int, float]]:
+def _resolve_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The checkpoint to continue from, and the config to continue with: env, actor, algorithm,
+    storage and schedules as saved (runtime changes included); scheme and run settings as given now,
+    so a run can resume onto other worker counts or with a larger budget."""
+    if not cfg.run.resume:
+        return cfg, None
+    ref = Path(cfg.run.resume)
+    state = load_checkpoint(ref if ref.exists() else Path(cfg.run.checkpoint_dir) / cfg.run.resume)
+    saved = from_dict(TrainConfig, state["config"])
+    return saved.replace(scheme=cfg.scheme, run=cfg.run), state
+
+
+class Checkpoints:
+    """Periodic checkpoints (every N env steps and/or M minutes, at a collection-round boundary,
+    where worker state is exact) into ``<checkpoint_dir>/<run id>/``."""
+
+    def __init__(self, cfg: TrainConfig, learner: Any, run_id: str | None) -> None:
+        self.cfg, self.learner, self.run_id = cfg, learner, run_id
+        self.folder = Path(cfg.run.checkpoint_dir) / (run_id or time.strftime("run-%Y%m%d-%H%M%S"))
+        self.next_steps = learner.env_steps + (cfg.run.checkpoint_every or 0)
+        self.last_time = time.monotonic()
+        self.last: Path | None = None
+
+    def due(self) -> bool:
+        run = self.cfg.run
+        by_steps = run.checkpoint_every is not None and self.learner.env_steps >= self.next_steps
+        by_time = run.checkpoint_every_min is not None and time.monotonic() - self.last_time >= 60 * run.checkpoint_every_min
+        return by_steps or by_time
+
+    def maybe_save(self) -> None:
+        if self.due() and self.learner.at_round_boundary():
+            self.save()
+
+    def save(self) -> Path:
+        self.last = save_checkpoint(self.folder, self.learner, self.cfg, self.run_id, self.cfg.run.keep_checkpoints)
+        if self.cfg.run.checkpoint_every:
+            while self.next_steps <= self.learner.env_steps:
+                self.next_steps += self.cfg.run.checkpoint_every
+        self.last_time = time.monotonic()
+        return self.last
+
+
+def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Console, stop: StopRequest,
+                checkpoints: Checkpoints) -> list[tuple[int, float]]:
     run = cfg.run
     evaluations: list[tuple[int, float]] = []
     next_eval = run.eval_every or 0
     last_log = time.perf_counter()
     logged_changes = 0
     with console.progress() as progress:
-        while learner.env_steps < run.total_env_steps:
+        while learner.env_steps < run.total_env_steps and not stop.requested:
             _follow_schedules(cfg, learner)
             learner.step()
+            checkpoints.maybe_save()
             if len(learner.changes) > logged_changes:
                 _log_changes(learner.changes[logged_changes:], tracker)
                 logged_changes = len(learner.changes)

@@ -184,21 +184,25 @@ def to_flat_dict(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) config from ``dataclasses.asdict`` output, validating every field."""
+    """Rebuild a (nested) config from ``dataclasses.asdict`` output (or its JSON), validating every
+    field; lists become tuples, nested dicts become their config classes."""
     hints = _hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value, tp = data[f.name], hints[f.name]
-        candidates = [a for a in (get_args(tp) or (tp,)) if isinstance(a, type) and dataclasses.is_dataclass(a)]
-        if candidates and isinstance(value, dict):
-            value = from_dict(candidates[0], value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"{cls.__name__}.{sorted(unknown)[0]}", data[sorted(unknown)[0]],
-                          "one of the fields " + ", ".join(f.name for f in dataclasses.fields(cls)))
-    return cls(**kwargs)
+        raise ConfigError(f"{cls.__name__}.{unknown[0]}", data[unknown[0]], "one of the fields " + ", ".join(names))
+    return cls(**{name: _coerce(data[name], hints[name]) for name in names if name in data})
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    options = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) in (typing.Union, types.UnionType) \
+        else [tp]
+    for option in options:
+        if isinstance(option, type) and dataclasses.is_dataclass(option) and isinstance(value, dict):
+            return from_dict(option, value)
+        if get_origin(option) is tuple and isinstance(value, (list, tuple)):
+            args = get_args(option)
+            items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+            if len(items) == len(value):
+                return tuple(_coerce(v, t) for v, t in zip(value, items, strict=True))
+    return value

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int | None = None) -> None:
+def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int | None = None) -> bool:
     """Connect to Ray once: an existing cluster at ``address``, or a new local instance.
 
     ``address=None`` starts a *new* local instance (``address="local"``): a bare ``ray.init()``
@@ -32,9 +32,10 @@ def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int
     never wait forever for a slot; every worker runs one torch thread, so nothing oversubscribes
     threads, and processes time-share the cores. Ray's token authentication is on by default and
     Ray has no loopback-only mode: its servers listen on all interfaces (README, "Security").
+    Returns whether this call connected (the caller then shuts Ray down when it is done).
     """
     if ray.is_initialized():
-        return
+        return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address is None:
         num_cpus = max(os.cpu_count() or 1, int(-(-num_cpus_needed // 1)))
@@ -47,11 +48,17 @@ def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int
         ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     available = ray.cluster_resources().get("CPU", 0.0)
     if available < num_cpus_needed:
+        ray.shutdown()
         raise RuntimeError(
             f"the scheme needs {num_cpus_needed:g} CPUs (grad_worker_resources.num_cpus x num_grad_workers"
             f" + col_worker_resources.num_cpus x CWorkers) but the Ray cluster has {available:g}:"
             " lower the per-worker num_cpus or add nodes"
         )
+    return True
+
+
+def shutdown() -> None:
+    ray.shutdown()
 
 
 def as_remote(cls: type[T], num_cpus: float, num_gpus: float = 0.0, resources: Mapping[str, float] | None = None,

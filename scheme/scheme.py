@@ -102,11 +102,7 @@ class SchemeConfig(Config):
 
 def connect(config: SchemeConfig, components: Components) -> Learner:
     """Build every worker and wire the hierarchy. The whole topology is on this screen."""
-    init_process()
-    if config.uses_ray:
-        from colonyrl.scheme import remote
-
-        remote.ensure_ray(config.address, config.num_cpus_needed, config.object_store_mb)
+    init_process()  # Ray, when the scheme uses it, is connected by Scheme before this runs
     # Learner's master algorithm: the optimizer that applies every update lives here.
     torch.manual_seed(components.seed)
     algo = components.build_algorithm(components.spaces())
@@ -154,10 +150,30 @@ class Scheme:
 
     def __init__(self, config: SchemeConfig, components: Components) -> None:
         self.config, self.components = config, components
-        self.learner = connect(config, components)
+        self._owns_ray = False
+        if config.uses_ray:
+            from colonyrl.scheme import remote
+
+            self._owns_ray = remote.ensure_ray(config.address, config.num_cpus_needed, config.object_store_mb)
+        try:
+            self.learner = connect(config, components)
+        except BaseException:
+            self._shutdown_ray()
+            raise
 
     def close(self) -> None:
-        self.learner.close()
+        """Stop every worker; disconnect from Ray if this scheme connected (no processes left)."""
+        try:
+            self.learner.close()
+        finally:
+            self._shutdown_ray()
+
+    def _shutdown_ray(self) -> None:
+        if self._owns_ray:
+            from colonyrl.scheme import remote
+
+            remote.shutdown()
+            self._owns_ray = False
 
     def __enter__(self) -> Scheme:
         return self

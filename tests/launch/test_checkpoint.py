@@ -1,0 +1,157 @@
+"""Checkpoints and resume: exact continuation, safe loading, other worker counts, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from colonyrl.launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from colonyrl.launch.config import RunConfig, TrainConfig
+from colonyrl.launch.presets import preset
+from colonyrl.launch.tracking import read_run
+from colonyrl.launch.train import train
+from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
+
+# 8 envs x 16 steps = 128 samples = 2 minibatches x 4 epochs: 8 updates per collection round.
+BASE = preset("ppo-cartpole")
+CFG = BASE.replace(storage=BASE.storage.replace(num_steps=16), algo=BASE.algo.replace(num_epochs=4, minibatch_size=64))
+N = 8 * 5
+
+
+def _train_updates(cfg: TrainConfig, updates: int, state: dict | None = None):
+    with Scheme(cfg.scheme, cfg.components()) as scheme:
+        learner = scheme.learner
+        restored = learner.load_state_dict(state["learner"]) if state else None
+        for _ in range(updates):
+            learner.step()
+        return learner.algo.state_dict(), learner.counters(), restored
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight, straight_counters, _ = _train_updates(CFG, 2 * N)
+    with Scheme(CFG.scheme, CFG.components()) as scheme:
+        for _ in range(N):
+            scheme.learner.step()
+        assert scheme.learner.at_round_boundary()
+        path = save_checkpoint(tmp_path, scheme.learner, CFG, run_id=None)
+    resumed, resumed_counters, restored = _train_updates(CFG, N, load_checkpoint(path))
+    assert restored is True  # envs, observations, RNG streams of every worker came back
+    assert resumed_counters == straight_counters
+    for key, value in straight["actor"].items():
+        assert torch.equal(value, resumed["actor"][key]), key
+    # the optimizer moments too
+    for a, b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+
+
+def test_checkpoints_are_written_atomically_and_the_last_k_kept(tmp_path: Path) -> None:
+    with Scheme(CFG.scheme, CFG.components()) as scheme:
+        for _ in range(5):
+            for _ in range(8):
+                scheme.learner.step()
+            save_checkpoint(tmp_path, scheme.learner, CFG, run_id="abc", keep=3)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == [f"ckpt-{s:012d}.pt" for s in (384, 512, 640)]  # 128 env steps per round
+    state = load_checkpoint(tmp_path)  # a folder: the newest
+    assert state["learner"]["counters"]["env_steps"] == 640 and state["run_id"] == "abc"
+
+
+def test_a_bad_checkpoint_gives_a_clear_error(tmp_path: Path) -> None:
+    with Scheme(CFG.scheme, CFG.components()) as scheme:
+        scheme.learner.step()
+        good = save_checkpoint(tmp_path / "good", scheme.learner, CFG, run_id=None)
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(data[: len(data) // 2])
+    flipped = tmp_path / "flipped.pt"
+    flipped.write_bytes(data[:100] + bytes(b ^ 0xFF for b in data[100:400]) + data[400:])
+    for bad in (truncated, flipped):
+        with pytest.raises(CheckpointError, match="unreadable"):
+            load_checkpoint(bad)
+    code = tmp_path / "code.pt"
+    torch.save({"format": "colonyrl-checkpoint/1", "payload": Path("x")}, code)  # needs a class: not weights-only
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(code)
+    other = tmp_path / "other.pt"
+    torch.save({"hello": 1}, other)
+    with pytest.raises(CheckpointError, match="not a colonyrl checkpoint"):
+        load_checkpoint(other)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing")
+
+
+@pytest.mark.ray
+def test_resume_onto_other_worker_counts_keeps_the_mlflow_step_axis(ray_local, tmp_path: Path, mlflow_uri: str) -> None:
+    run = RunConfig(total_env_steps=2048, eval_episodes=2, tracking_uri=mlflow_uri, progress=False, log_every_s=0.2,
+                    output_dir=str(tmp_path / "runs"), checkpoint_dir=str(tmp_path / "ckpt"))
+    first = train(CFG.replace(run=run))
+    # the same run continues with 2 GWorkers x 2 CWorkers on Ray, to 4096 env steps
+    scheme = SchemeConfig(num_grad_workers=2, num_col_workers=2, grad_worker_resources=Resources(num_cpus=0.25),
+                          col_worker_resources=Resources(num_cpus=0.25), worker_timeout_s=60.0)
+    second = train(CFG.replace(scheme=scheme, run=run.replace(total_env_steps=4096, resume=first.run_id)))
+    assert second.run_id == first.run_id
+    assert second.counters["env_steps"] >= 4096 > first.counters["env_steps"] >= 2048
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    steps = [m.step for m in client.get_metric_history(first.run_id, "env_steps")]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # one continuous, increasing axis
+    assert min(s for s in steps if s > first.counters["env_steps"]) > first.counters["env_steps"]
+    assert read_run(mlflow_uri, first.run_id)["status"] == "FINISHED"
+
+
+def _ray_processes() -> set[int]:
+    out = set()
+    for p in psutil.process_iter(["name", "cmdline"]):
+        text = " ".join([p.info["name"] or ""] + (p.info["cmdline"] or []))
+        if "raylet" in text or "gcs_server" in text or "ray::" in text or "default_worker.py" in text:
+            out.add(p.pid)
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigterm_leaves_a_checkpoint_a_killed_run_and_no_processes(tmp_path: Path) -> None:
+    before = _ray_processes()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "colonyrl.launch.cli", "train", "--preset", "ppo-cartpole-ray",
+         "--total-env-steps", "10000000", "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ckpt"),
+         "--output-dir", str(tmp_path / "runs"), "--log-every-s", "0.5", "--scheme.object-store-mb", "200",
+         "--checkpoint-every", "2000"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})
+    deadline = time.monotonic() + 180
+    # training has started once the first periodic checkpoint exists (the store is left alone
+    # meanwhile: two processes creating one sqlite schema at once would fail)
+    while proc.poll() is None and time.monotonic() < deadline and not list((tmp_path / "ckpt").glob("*/ckpt-*.pt")):
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out + err
+    (run_dir,) = (tmp_path / "ckpt").iterdir()
+    state = load_checkpoint(run_dir)  # the newest: the one written on the way out
+    assert state["learner"]["counters"]["env_steps"] > 2000
+    assert read_run(uri, run_dir.name)["status"] == "KILLED"
+    deadline = time.monotonic() + 30
+    while _ray_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not (_ray_processes() - before), "Ray processes left behind"
+
+
+def test_weights_after_resume_are_finite(tmp_path: Path) -> None:
+    with Scheme(CFG.scheme, CFG.components()) as scheme:
+        for _ in range(8):
+            scheme.learner.step()
+        path = save_checkpoint(tmp_path, scheme.learner, CFG, run_id=None)
+    state = load_checkpoint(path)
+    assert all(np.isfinite(v.numpy()).all() for v in state["learner"]["algo"]["actor"].values())
