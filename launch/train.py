@@ -18,6 +18,7 @@ from colonyrl.launch.evaluate import EvalResult, evaluate, save_model
 from colonyrl.launch.signals import StopRequest
 from colonyrl.launch.tracking import Tracker
 from colonyrl.scheme.config import from_dict, to_flat_dict
+from colonyrl.scheme.learner import NonFiniteError
 from colonyrl.scheme.scheme import Scheme
 
 __all__ = ["TrainResult", "TrainingInterrupted", "train"]
@@ -61,7 +62,11 @@ def train(cfg: TrainConfig) -> TrainResult:
                 exact = learner.load_state_dict(resumed["learner"])
                 console.resumed(resumed["path"], learner.env_steps, exact)
             checkpoints = Checkpoints(cfg, learner, tracker.run_id)
-            evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints)
+            try:
+                evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints)
+            except NonFiniteError:  # skipped updates left the weights good: keep them, then stop
+                checkpoints.save()
+                raise
             last = checkpoints.save()
             if stop.requested:
                 raise TrainingInterrupted(stop.signal or 0, last)

@@ -17,7 +17,7 @@ import torch
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Rollout, Weights
 from colonyrl.scheme.runtime import init_process
-from colonyrl.scheme.strategies import CollectionStrategy, SyncCollection
+from colonyrl.scheme.strategies import CollectionStrategy, SyncCollection, all_finite
 from colonyrl.scheme.wire import Packed, unpack
 from colonyrl.scheme.worker_set import CWorkerSpec, make_cworker_set
 
@@ -104,7 +104,9 @@ class GWorker:
         start = time.perf_counter()
         averaged = self.allreduce.average(grads, num_samples if grads is not None else 0, self.algo.parameters())
         info["allreduce_time_s"] = time.perf_counter() - start
-        if averaged is not None:
+        if averaged is not None and not all_finite(averaged):
+            info["nonfinite"] = 1.0  # every rank has the same average: all skip it alike
+        elif averaged is not None:
             info.update(self.algo.apply_gradients(averaged), applied=1.0)
         return None  # nothing for the Learner to apply
 

@@ -19,12 +19,16 @@ from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
 from colonyrl.scheme.strategies import GradientStrategy, UpdateStrategy
 from colonyrl.scheme.worker_set import GWorkerSet
 
-__all__ = ["Learner", "Metrics", "Change"]
+__all__ = ["Learner", "Metrics", "Change", "NonFiniteError"]
 
 # Packet info keys that are durations: summed over a logging window and reported as time shares.
 _TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
 # Packet info keys that are counts of events since the worker's previous packet: running totals.
-_COUNTS = ("dropped_rollouts", "restarts", "lost_env_steps", "preemptions")
+_COUNTS = ("dropped_rollouts", "restarts", "lost_env_steps", "preemptions", "nonfinite_updates")
+
+
+class NonFiniteError(FloatingPointError):
+    """Too many non-finite updates in a row: training stops (the weights are the last good ones)."""
 
 
 class Metrics:
@@ -70,11 +74,14 @@ class Learner:
     """Gathers gradients from the GWorkerSet, applies them, broadcasts versioned weights."""
 
     def __init__(self, algo: Any, gworkers: GWorkerSet, gradients: GradientStrategy, update: UpdateStrategy,
-                 remote_weights: bool, components: Components, worker_names: Sequence[str]) -> None:
+                 remote_weights: bool, components: Components, worker_names: Sequence[str],
+                 max_nonfinite_in_a_row: int = 10) -> None:
         self.algo, self.gworkers = algo, gworkers
         self.components = components
         self.worker_names = tuple(worker_names)
         self.changes: list[Change] = []
+        self.max_nonfinite_in_a_row = max_nonfinite_in_a_row
+        self._nonfinite_streak = 0
         self.gradients, self.update = gradients, update
         self.remote_weights = remote_weights
         self.version = 0
@@ -115,7 +122,16 @@ class Learner:
     def apply(self, packets: Sequence[GradientPacket]) -> dict[str, float]:
         start = time.perf_counter()
         info = self.update.apply(self.algo, packets)
-        if info:  # at least one packet carried gradients: the weights changed
+        if info.pop("nonfinite", 0.0):  # skipped: weights untouched, counted, bounded in a row
+            self.totals["nonfinite_updates"] += 1
+            self._nonfinite_streak += 1
+            if self._nonfinite_streak >= self.max_nonfinite_in_a_row:
+                raise NonFiniteError(
+                    f"{self._nonfinite_streak} non-finite updates in a row at env step {self.env_steps} "
+                    f"(policy version {self.version}); the weights are those of the last good update. "
+                    "Lower algo.lr or check the env's rewards and observations for NaN/inf.")
+        elif info:  # at least one packet carried gradients: the weights changed
+            self._nonfinite_streak = 0
             self.version += 1
             self.num_updates += 1
         info["update_time_s"] = time.perf_counter() - start

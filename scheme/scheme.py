@@ -64,6 +64,8 @@ class SchemeConfig(Config):
     fraction_samples: float = param(1.0, gt=0.0, le=1.0)
     #: Async collection drops (and counts) rollouts older than this many policy versions.
     max_policy_lag: int | None = param(None, ge=0)
+    #: Non-finite updates are skipped; this many in a row stop training with an error.
+    max_nonfinite_in_a_row: int = param(10, ge=1)
     #: Longest wait for any worker call before it is reported by name.
     worker_timeout_s: float = param(300.0, gt=0.0)
     object_store_mb: int | None = param(None, ge=80)
@@ -142,7 +144,7 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
     # Central: the Learner's weights go down each version. Decentralized: the GWorkers keep their
     # own identical weights (same seed, same averaged gradients) and nothing goes down.
     push_weights = config.remote_grad_workers and not config.decentralized
-    return Learner(algo, gworkers, gradients, update, push_weights, components, names)
+    return Learner(algo, gworkers, gradients, update, push_weights, components, names, config.max_nonfinite_in_a_row)
 
 
 class Scheme:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CollectionStrategy", "SyncCollection", "AsyncCollection", "GradientStrategy", "SyncGradients",
            "AsyncGradients",
-           "UpdateStrategy", "CentralUpdate", "DecentralizedUpdate", "average_gradients"]
+           "UpdateStrategy", "CentralUpdate", "DecentralizedUpdate", "average_gradients", "all_finite"]
 
 
 class CollectionStrategy(Protocol):
@@ -172,13 +172,24 @@ def average_gradients(packets: Sequence[GradientPacket]) -> list[Any] | None:
     return out
 
 
+def all_finite(grads: Sequence[Any]) -> bool:
+    """Whether every gradient entry is finite (a NaN/inf update would poison the weights for good)."""
+    return all(bool(torch.isfinite(g).all()) if isinstance(g, torch.Tensor) else bool(np.isfinite(g).all())
+               for g in grads)
+
+
 class CentralUpdate:
-    """The Learner averages the gradients and steps its optimizer; new weights go back down."""
+    """The Learner averages the gradients and steps its optimizer; new weights go back down.
+
+    A non-finite average is not applied: ``{"nonfinite": 1}`` tells the Learner to count it.
+    """
 
     def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]:
         grads = average_gradients(packets)
         if grads is None:
             return {}
+        if not all_finite(grads):
+            return {"nonfinite": 1.0}
         return algo.apply_gradients(grads)
 
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
@@ -194,6 +205,8 @@ class DecentralizedUpdate:
     from a GWorker when it needs them (evaluation, saving)."""
 
     def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]:
+        if any(p.info.get("nonfinite") for p in packets):  # every rank saw the same average
+            return {"nonfinite": 1.0}
         return {"applied": 1.0} if any(p.info.get("applied") for p in packets) else {}
 
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
