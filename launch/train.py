@@ -137,6 +137,7 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
     evaluations: list[tuple[int, float]] = []
     next_eval = run.eval_every or 0
     last_log = time.perf_counter()
+    logged_at = -1  # one row per env step: the step axis stays strictly increasing
     logged_changes = 0
     with console.progress() as progress:
         while learner.env_steps < run.total_env_steps and not stop.requested:
@@ -150,7 +151,7 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
             now = time.perf_counter()
             if now - last_log >= run.log_every_s:
                 _log(learner, tracker, console)
-                last_log = now
+                last_log, logged_at = now, learner.env_steps
             if run.eval_every and learner.env_steps >= next_eval:
                 next_eval += run.eval_every
                 learner.sync_weights()
@@ -161,7 +162,8 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
                 console.evaluation(learner.env_steps, result)
                 if run.stop_at_return is not None and result.mean >= run.stop_at_return:
                     break
-    _log(learner, tracker, console)
+    if learner.env_steps != logged_at:
+        _log(learner, tracker, console)
     return evaluations
 
 
