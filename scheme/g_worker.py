@@ -173,11 +173,6 @@ class GWorker:
     def at_round_boundary(self) -> bool:
         return self._next_batch is None
 
-    def abandon_round(self) -> str:
-        """Drop the rest of the current batch (a stop signal): the next step collects afresh."""
-        self._next_batch = None
-        return self.name
-
     def get_state(self) -> dict[str, Any]:
         """Everything this GWorker and its CWorkers need to continue exactly (not the weights and
         optimizer: the Learner holds those, or, decentralized, ``algo`` below)."""
