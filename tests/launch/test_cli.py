@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from colonyrl.launch.presets import preset
 from colonyrl.launch.tracking import read_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def test_train_records_config_metrics_and_model_in_mlflow(trained: dict) -> None
     run = read_run(trained["uri"], trained["run_id"])
     assert run["status"] == "FINISHED"
     params = run["params"]
-    assert params["algo.lr"] == "0.001" and params["env.id"] == "CartPole-v1"
+    assert params["algo.lr"] == str(preset("ppo-cartpole").algo.lr) and params["env.id"] == "CartPole-v1"
     assert params["scheme.num_grad_workers"] == "1" and params["run.total_env_steps"] == "3000"
     for key in ("episode_return", "episode_length", "policy_loss", "value_loss", "entropy", "approx_kl",
                 "clipfrac", "explained_variance", "grad_norm", "fps", "policy_lag", "time_share_collection",
