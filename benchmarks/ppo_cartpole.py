@@ -512,7 +512,7 @@ def main() -> int:
     p.add_argument("--cap", type=int, default=DEFAULT_CAP,
                    help="env-step cap; also the horizon of the linear lr/clip schedules (SB3 rows)")
     p.add_argument("--out", help="JSON path (default benchmarks/results/ppo_cartpole[-fullbudget].json)")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per worker process")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker process")
     p.add_argument("--wait-quiet", type=float, default=120.0,
                    help="before each run, wait up to this many seconds until other users' processes used less"
                         " than --quiet-cores over 5 s (0: never wait)")

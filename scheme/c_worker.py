@@ -44,6 +44,8 @@ class CWorker:
         torch_threads: int = 1,
     ) -> None:
         init_process(torch_threads)
+        if receiver_node is not None:  # its own process: its own action-sampling stream, per seed and worker
+            torch.manual_seed(components.seed * 100_003 + index)
         self.name, self.index = name, index
         self.components = components
         self.spaces = components.spaces()

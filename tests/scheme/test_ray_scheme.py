@@ -72,3 +72,15 @@ def test_ray_2x2_scheme_learns_cartpole_and_tracks_lag_and_fps(ray_local, tmp_pa
     run = read_run(mlflow_uri, result.run_id)
     for key in ("policy_lag", "fps", "episode_return", "eval_return"):
         assert run["metrics"].get(key, 0) >= 1, key
+
+
+def test_remote_collection_is_reproducible_for_a_seed(ray_local) -> None:
+    def first_actions() -> list:
+        with Scheme(_scheme(1, 2), _components()) as scheme:
+            gworker = scheme.learner.gworkers.gworker
+            rollouts = gworker.cworkers.collect(Weights(0, gworker.algo.get_weights()))
+            return [r.data["actions"].copy() for r in rollouts]
+
+    a, b = first_actions(), first_actions()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0], a[1])  # different workers sample different streams
