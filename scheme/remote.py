@@ -94,6 +94,13 @@ def wait_named(futures: Mapping[Any, str], stage: str, timeout_s: float) -> list
     return out
 
 
+def call_all(actors: Sequence[Any], names: Sequence[str], method: str, args: Sequence[tuple[Any, ...]],
+             timeout_s: float) -> list[Any]:
+    """``actor.method(*args[i])`` on every actor at once; results in order, bounded and named."""
+    futures = {getattr(a, method).remote(*x): n for a, n, x in zip(actors, names, args, strict=True)}
+    return wait_named(futures, method, timeout_s)
+
+
 def wait_some(refs: Sequence[Any], num_returns: int, timeout_s: float) -> tuple[list[Any], list[Any]]:
     """(ready, not ready) once ``num_returns`` of ``refs`` are ready, or after ``timeout_s``."""
     return ray.wait(list(refs), num_returns=num_returns, timeout=timeout_s)

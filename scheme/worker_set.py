@@ -200,12 +200,10 @@ class RemoteCWorkerSet:
         return self._remote.get_named(handle, self.names[index], "collect")
 
     def call(self, method: str, *args: Any) -> list[Any]:
-        futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}
-        return self._remote.wait_named(futures, method, self.spec.timeout_s)
+        return self._remote.call_all(self.actors, self.names, method, [args] * len(self.actors), self.spec.timeout_s)
 
     def call_each(self, method: str, args: Sequence[Any]) -> list[Any]:
-        futures = {getattr(a, method).remote(x): n for a, n, x in zip(self.actors, self.names, args, strict=True)}
-        return self._remote.wait_named(futures, method, self.spec.timeout_s)
+        return self._remote.call_all(self.actors, self.names, method, [(x,) for x in args], self.spec.timeout_s)
 
     def stats(self) -> dict[str, float]:
         """Counts since the previous call (the Learner keeps the running totals)."""
@@ -302,12 +300,10 @@ class RemoteGWorkerSet:
         return self._remote.get_named(handle, self.names[index], "step")
 
     def call(self, method: str, *args: Any) -> list[Any]:
-        futures = {getattr(a, method).remote(*args): n for a, n in zip(self.actors, self.names, strict=True)}
-        return self._remote.wait_named(futures, method, self.timeout_s)
+        return self._remote.call_all(self.actors, self.names, method, [args] * len(self.actors), self.timeout_s)
 
     def call_each(self, method: str, args: Sequence[Any]) -> list[Any]:
-        futures = {getattr(a, method).remote(x): n for a, n, x in zip(self.actors, self.names, args, strict=True)}
-        return self._remote.wait_named(futures, method, self.timeout_s)
+        return self._remote.call_all(self.actors, self.names, method, [(x,) for x in args], self.timeout_s)
 
     def close(self) -> None:
         try:
