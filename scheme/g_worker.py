@@ -7,6 +7,7 @@ gradients; the GWorker never steps an optimizer in central mode.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -122,6 +123,22 @@ class GWorker:
         self.allreduce = AllReduce(address, rank, world_size, timeout_s)
         return self.name
 
+    def leave_allreduce(self) -> str:
+        """Leave the group (before a new one is formed without a lost GWorker)."""
+        if self.allreduce is not None:
+            self.allreduce.close()
+            self.allreduce = None
+        return self.name
+
+    def algo_state(self) -> dict[str, Any]:
+        """Weights and optimizer state, for a re-created GWorker to copy (decentralized)."""
+        return {"version": self.version, "algo": self.algo.state_dict()}
+
+    def set_algo_state(self, state: dict[str, Any]) -> str:
+        self.algo.load_state_dict(state["algo"])
+        self.version = state["version"]
+        return self.name
+
     def _collect(self) -> tuple[list[Rollout], dict[str, float]]:
         start = time.perf_counter()
         weights = Weights(self.version, self.algo.get_weights())
@@ -199,6 +216,9 @@ class GWorker:
     # -- introspection ---------------------------------------------------------------------------
     def ping(self) -> str:
         return self.name
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def get_weights(self) -> Weights:
         return Weights(self.version, self.algo.get_weights())

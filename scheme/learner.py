@@ -24,7 +24,8 @@ __all__ = ["Learner", "Metrics", "Change", "NonFiniteError"]
 # Packet info keys that are durations: summed over a logging window and reported as time shares.
 _TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
 # Packet info keys that are counts of events since the worker's previous packet: running totals.
-_COUNTS = ("dropped_rollouts", "restarts", "lost_env_steps", "preemptions", "nonfinite_updates")
+_COUNTS = ("dropped_rollouts", "restarts", "gworker_restarts", "lost_env_steps", "preemptions",
+           "nonfinite_updates")
 
 
 class NonFiniteError(FloatingPointError):
@@ -106,6 +107,8 @@ class Learner:
         start = time.perf_counter()
         packets = self.gradients.gather(self.gworkers, self.version, self._weights)
         self.metrics.add({"gather_time_s": time.perf_counter() - start})
+        for key, count in self.gworkers.stats().items():  # GWorkers re-created after a node loss
+            self.totals[key] += int(count)
         for p in packets:
             self.env_steps += p.env_steps
             self._window_steps += p.env_steps
@@ -193,6 +196,7 @@ class Learner:
     def replace_component(self, kind: str, config: Any) -> Change:
         """Replace the train env (a curriculum step), the test env or the storage, everywhere."""
         components = self.components.with_component(kind, config)  # raises before anything changes
+        self.gworkers.components = components  # a GWorker re-created from now on is built with it
         acks = self._everywhere("replace_component", kind, config)
         self.components = components
         return self._record(kind, "component", config, acks)
@@ -201,6 +205,7 @@ class Learner:
         components = self.components.with_parameter(kind, name, value)  # raises before anything changes
         if kind == "algo":
             self.algo.update_parameter(name, value)
+        self.gworkers.components = components
         acks = self._everywhere("update_parameter", kind, name, value)
         self.components = components
         return self._record(kind, name, value, acks)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 
@@ -81,24 +81,53 @@ def wait_named(futures: Mapping[Any, str], stage: str, timeout_s: float) -> list
     Raises :class:`WorkerTimeoutError` naming the workers that did not answer, and
     :class:`WorkerDiedError` naming a worker whose process died.
     """
+    out = outcomes(futures, stage, timeout_s)
+    for x in out:
+        if isinstance(x, WorkerDiedError):
+            raise x
+    return out
+
+
+def outcomes(futures: Mapping[Any, str], stage: str, timeout_s: float, keep_errors: bool = False) -> list[Any]:
+    """Like :func:`wait_named`, but a dead worker's entry is its :class:`WorkerDiedError` instead
+    of raising, so a worker set can keep the survivors' results and replace the dead (node loss).
+    ``keep_errors`` also returns (not raises) the error of a call that raised in a live worker."""
     refs = list(futures)
     ready, not_ready = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     if not_ready:
         raise WorkerTimeoutError([futures[r] for r in not_ready], stage, timeout_s)
-    out = []
+    out: list[Any] = []
     for ref in refs:
         try:
             out.append(ray.get(ref))
         except RayActorError as e:
-            raise WorkerDiedError(futures[ref], stage, e) from e
+            err = WorkerDiedError(futures[ref], stage, e)
+            err.__cause__ = e
+            out.append(err)
+        except RayTaskError as e:  # the call raised in a live worker
+            if not keep_errors:
+                raise
+            out.append(e)
     return out
 
 
 def call_all(actors: Sequence[Any], names: Sequence[str], method: str, args: Sequence[tuple[Any, ...]],
-             timeout_s: float) -> list[Any]:
-    """``actor.method(*args[i])`` on every actor at once; results in order, bounded and named."""
+             timeout_s: float, replace: Callable[[int], Any] | None = None) -> list[Any]:
+    """``actor.method(*args[i])`` on every actor at once; results in order, bounded and named.
+
+    With ``replace``, a worker found dead is replaced (``replace(i)`` returns the new actor) and
+    asked again, once; without it, its :class:`WorkerDiedError` is raised.
+    """
     futures = {getattr(a, method).remote(*x): n for a, n, x in zip(actors, names, args, strict=True)}
-    return wait_named(futures, method, timeout_s)
+    out = outcomes(futures, method, timeout_s)
+    dead = [i for i, x in enumerate(out) if isinstance(x, WorkerDiedError)]
+    if dead and replace is None:
+        raise out[dead[0]]
+    if dead:
+        again = {getattr(replace(i), method).remote(*args[i]): names[i] for i in dead}  # type: ignore[misc]
+        for i, x in zip(dead, wait_named(again, method, timeout_s), strict=True):
+            out[i] = x
+    return out
 
 
 def wait_some(refs: Sequence[Any], num_returns: int, timeout_s: float) -> tuple[list[Any], list[Any]]:

@@ -124,17 +124,13 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
 
         res = config.grad_worker_resources
         cls = remote.as_remote(GWorker, res.num_cpus, res.num_gpus, res.custom)
-        actors = [cls.remote(components, g, cworkers_of(g), None, True, collection)
-                  for g in range(config.num_grad_workers)]
-        names = [f"g{g}" for g in range(config.num_grad_workers)]
-        gworkers: Any = RemoteGWorkerSet(actors, names, config.worker_timeout_s)
-        gworkers.call("ping")  # fail fast, by name, if a worker cannot start
-        if config.decentralized:  # GWorkers <-> GWorkers: one gloo group, rank 0 hosts the rendezvous
-            address = remote.wait_named({actors[0].free_address.remote(): names[0]}, "free_address",
-                                        config.worker_timeout_s)[0]
-            remote.wait_named({a.init_allreduce.remote(address, rank, len(actors), config.worker_timeout_s): n
-                               for rank, (a, n) in enumerate(zip(actors, names, strict=True))},
-                              "init_allreduce", config.worker_timeout_s)
+
+        def gworker(g: int, current: Components) -> Any:  # also re-creates one lost with its node
+            return cls.remote(current, g, cworkers_of(g), None, True, collection)
+
+        # Decentralized: GWorkers <-> GWorkers in one gloo group, re-formed when one is re-created.
+        gworkers: Any = RemoteGWorkerSet(gworker, config.num_grad_workers, config.num_col_workers, components,
+                                         config.worker_timeout_s, allreduce=config.decentralized)
     else:
         gworkers = LocalGWorkerSet(GWorker(components, 0, cworkers_of(0), algo, False, collection))
     names = [n for g in range(config.num_grad_workers) for n in (f"g{g}", *cworkers_of(g).names())]

@@ -130,15 +130,21 @@ class AsyncGradients:
         self.in_flight: dict[Any, int] = {}
 
     def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None) -> list[GradientPacket]:
-        busy = set(self.in_flight.values())
-        for i in range(len(gworkers.names)):
-            if i not in busy:  # an idle GWorker gets the newest weights with its next step
-                self.in_flight[gworkers.submit(i, version, weights)] = i
-        ready = gworkers.wait(list(self.in_flight), self.timeout_s)
-        if not ready:
-            raise WorkerTimeoutError([gworkers.names[i] for i in self.in_flight.values()], "step", self.timeout_s)
-        handle = ready[0]  # one packet per Learner step: each is applied on its own
-        return [gworkers.result(handle, self.in_flight.pop(handle))]
+        while True:
+            busy = set(self.in_flight.values())
+            for i in range(len(gworkers.names)):
+                if i not in busy:  # an idle GWorker gets the newest weights with its next step
+                    self.in_flight[gworkers.submit(i, version, weights)] = i
+            ready = gworkers.wait(list(self.in_flight), self.timeout_s)
+            if not ready:
+                raise WorkerTimeoutError([gworkers.names[i] for i in self.in_flight.values()], "step",
+                                         self.timeout_s)
+            handle = ready[0]  # one packet per Learner step: each is applied on its own
+            i = self.in_flight.pop(handle)
+            try:
+                return [gworkers.result(handle, i)]
+            except WorkerDiedError:  # node lost: re-created, and resubmitted at the top of the loop
+                gworkers.heal([i])
 
 
 class UpdateStrategy(Protocol):

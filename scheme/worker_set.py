@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from colonyrl.scheme.c_worker import CWorker
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
-from colonyrl.scheme.runtime import WorkerTimeoutError
+from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 
 __all__ = ["CWorkerSpec", "CWorkerSet", "LocalCWorkerSet", "RemoteCWorkerSet", "make_cworker_set",
            "GWorkerSet", "LocalGWorkerSet", "RemoteGWorkerSet"]
@@ -58,7 +58,7 @@ class CWorkerSet(Protocol):
     def result(self, handle: Any, index: int) -> Rollout: ...
     def call(self, method: str, *args: Any) -> list[Any]: ...
     def call_each(self, method: str, args: Sequence[Any]) -> list[Any]: ...
-    def recreate(self, index: int) -> None: ...
+    def recreate(self, index: int, in_flight: bool = True) -> Any: ...
     def stats(self) -> dict[str, float]: ...
     def close(self) -> None: ...
 
@@ -112,7 +112,7 @@ class LocalCWorkerSet:
     def stats(self) -> dict[str, float]:
         return {}
 
-    def recreate(self, i: int) -> None:
+    def recreate(self, i: int, in_flight: bool = True) -> Any:
         """An in-process worker shares this process: if it died, so did we. Errors propagate."""
         raise RuntimeError(f"{self.names[i]} failed in-process; nothing to recreate")
 
@@ -149,12 +149,15 @@ class RemoteCWorkerSet:
         return self._cls.remote(self.components, self.spec.global_index(i), self.names[i], self.spec.compress,
                                 self._receiver)
 
-    def recreate(self, i: int) -> None:
-        """Replace worker ``i`` (dead or stuck) by a new one built from the current components."""
+    def recreate(self, i: int, in_flight: bool = True) -> Any:
+        """Replace worker ``i`` (dead or stuck) by a new one built from the current components;
+        ``in_flight``: it died collecting, so a rollout's worth of env steps is lost."""
         self._remote.kill(self.actors[i])
         self.actors[i] = self._spawn(i)
         self.restarts += 1
-        self.lost_env_steps += self.components.env.num_envs * self.components.storage.num_steps
+        if in_flight:
+            self.lost_env_steps += self.components.env.num_envs * self.components.storage.num_steps
+        return self.actors[i]
 
     def collect(self, weights: Weights, quorum: int | None = None, min_fraction: float = 1.0) -> list[Rollout]:
         """One round. With a ``quorum`` below the number of workers, once that many delivered the
@@ -170,7 +173,7 @@ class RemoteCWorkerSet:
             for h in ready:
                 try:
                     rollouts.append(self.result(h, handles[h]))
-                except self._remote.WorkerDiedError:
+                except WorkerDiedError:
                     self.recreate(handles[h])
             if rollouts:  # the survivors' data is used; a recreated worker joins the next round
                 return rollouts
@@ -200,10 +203,15 @@ class RemoteCWorkerSet:
         return self._remote.get_named(handle, self.names[index], "collect")
 
     def call(self, method: str, *args: Any) -> list[Any]:
-        return self._remote.call_all(self.actors, self.names, method, [args] * len(self.actors), self.spec.timeout_s)
+        return self._remote.call_all(self.actors, self.names, method, [args] * len(self.actors), self.spec.timeout_s,
+                                     self._replace_idle)
 
     def call_each(self, method: str, args: Sequence[Any]) -> list[Any]:
-        return self._remote.call_all(self.actors, self.names, method, [(x,) for x in args], self.spec.timeout_s)
+        return self._remote.call_all(self.actors, self.names, method, [(x,) for x in args], self.spec.timeout_s,
+                                     self._replace_idle)
+
+    def _replace_idle(self, i: int) -> Any:
+        return self.recreate(i, in_flight=False)
 
     def stats(self) -> dict[str, float]:
         """Counts since the previous call (the Learner keeps the running totals)."""
@@ -233,6 +241,8 @@ class GWorkerSet(Protocol):
     def result(self, handle: Any, index: int) -> GradientPacket: ...
     def call(self, method: str, *args: Any) -> list[Any]: ...
     def call_each(self, method: str, args: Sequence[Any]) -> list[Any]: ...
+    def heal(self, dead: Sequence[int]) -> None: ...
+    def stats(self) -> dict[str, float]: ...
     def close(self) -> None: ...
 
 
@@ -264,20 +274,45 @@ class LocalGWorkerSet:
         (arg,) = args
         return [getattr(self.gworker, method)(arg)]
 
+    def heal(self, dead: Sequence[int]) -> None:
+        """The GWorker shares the Learner's process: if it died, so did the Learner."""
+        raise RuntimeError("the in-process GWorker failed; nothing to re-create")
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
     def close(self) -> None:
         self.gworker.close()
 
 
 class RemoteGWorkerSet:
-    """GWorkers as Ray actors, each with its own algorithm replica and CWorkerSet."""
+    """GWorkers as Ray actors, each with its own algorithm replica and CWorkerSet.
 
-    def __init__(self, actors: list[Any], names: list[str], timeout_s: float) -> None:
+    Self-healing (issue 4, node loss): a GWorker whose process died (its node was lost) is
+    re-created from the current components (runtime changes included) wherever Ray finds room.
+    Its CWorkers were owned by it and died with it (Ray's ownership fate-sharing), so the new
+    GWorker builds new ones; they are counted as CWorker restarts. Central update: the new
+    GWorker gets the Learner's weights with its next step. Decentralized: the survivors and the
+    new GWorker form a new all-reduce group and the new one copies a survivor's weights and
+    optimizer state, so all replicas stay identical.
+    """
+
+    def __init__(self, spawn: Callable[[int, Components], Any], num_workers: int, num_col_workers: int,
+                 components: Components, timeout_s: float, allreduce: bool = False) -> None:
         from colonyrl.scheme import remote
 
-        self._remote = remote
-        self.actors, self.names, self.timeout_s = actors, names, timeout_s
+        self._remote, self._spawn = remote, spawn
+        self.components = components  # kept current by the Learner: a re-created GWorker gets these
+        self.names = [f"g{g}" for g in range(num_workers)]
+        self.num_col_workers, self.timeout_s, self.allreduce = num_col_workers, timeout_s, allreduce
+        self.actors = [spawn(g, components) for g in range(num_workers)]
         self._weights_ref: Any = None
         self._weights_version = -1
+        self.restarts = 0
+        self.cworker_restarts = 0
+        self.call("ping")  # fail fast, by name, if a worker cannot start
+        if allreduce:
+            self.form_allreduce()
 
     def _weights(self, weights: Weights | None) -> Any:
         if weights is not None and weights.version != self._weights_version:
@@ -286,9 +321,51 @@ class RemoteGWorkerSet:
         return self._weights_ref
 
     def step(self, version: int, weights: Weights | None) -> list[GradientPacket]:
+        """One step of every GWorker. A dead GWorker is replaced and the survivors' packets are
+        used; decentralized, the survivors' all-reduce failed with it, so the step is redone."""
         ref = self._weights(weights)
-        futures = {a.step.remote(version, ref): n for a, n in zip(self.actors, self.names, strict=True)}
-        return self._remote.wait_named(futures, "step", self.timeout_s)
+        while True:
+            futures = {a.step.remote(version, ref): n for a, n in zip(self.actors, self.names, strict=True)}
+            out = self._remote.outcomes(futures, "step", self.timeout_s, keep_errors=self.allreduce)
+            dead = [i for i, x in enumerate(out) if isinstance(x, WorkerDiedError)]
+            errors = [x for x in out if isinstance(x, BaseException) and not isinstance(x, WorkerDiedError)]
+            if errors and not dead:
+                raise errors[0]
+            if dead:
+                self.heal(dead)
+            packets = [x for x in out if isinstance(x, GradientPacket)]
+            if packets and not (dead and self.allreduce):
+                return packets
+
+    def heal(self, dead: Sequence[int]) -> None:
+        """Replace the GWorkers ``dead`` by new ones built from the current components."""
+        for i in dead:
+            self._replace(i)
+        # Wait until they are placed and built: bounded, and named if no node has room.
+        self._remote.wait_named({self.actors[i].ping.remote(): self.names[i] for i in dead}, "start",
+                                self.timeout_s)
+        if self.allreduce:
+            source = next(i for i in range(len(self.actors)) if i not in dead)
+            state = self._remote.wait_named({self.actors[source].algo_state.remote(): self.names[source]},
+                                            "algo_state", self.timeout_s)[0]
+            self._remote.wait_named({self.actors[i].set_algo_state.remote(state): self.names[i] for i in dead},
+                                    "set_algo_state", self.timeout_s)
+            self.form_allreduce()
+
+    def _replace(self, i: int) -> Any:
+        self._remote.kill(self.actors[i])
+        self.actors[i] = self._spawn(i, self.components)
+        self.restarts += 1
+        self.cworker_restarts += self.num_col_workers
+        return self.actors[i]
+
+    def form_allreduce(self) -> None:
+        """(Re-)form one gloo group of every GWorker; rank 0 hosts the rendezvous."""
+        self.call("leave_allreduce")
+        address = self.call("free_address")[0]
+        self._remote.wait_named({a.init_allreduce.remote(address, rank, len(self.actors), self.timeout_s): n
+                                 for rank, (a, n) in enumerate(zip(self.actors, self.names, strict=True))},
+                                "init_allreduce", self.timeout_s)
 
     def submit(self, index: int, version: int, weights: Weights | None) -> Any:
         return self.actors[index].step.remote(version, self._weights(weights))
@@ -300,14 +377,26 @@ class RemoteGWorkerSet:
         return self._remote.get_named(handle, self.names[index], "step")
 
     def call(self, method: str, *args: Any) -> list[Any]:
-        return self._remote.call_all(self.actors, self.names, method, [args] * len(self.actors), self.timeout_s)
+        return self._remote.call_all(self.actors, self.names, method, [args] * len(self.actors), self.timeout_s,
+                                     self._replace_and_wait)
 
     def call_each(self, method: str, args: Sequence[Any]) -> list[Any]:
-        return self._remote.call_all(self.actors, self.names, method, [(x,) for x in args], self.timeout_s)
+        return self._remote.call_all(self.actors, self.names, method, [(x,) for x in args], self.timeout_s,
+                                     self._replace_and_wait)
+
+    def _replace_and_wait(self, i: int) -> Any:
+        self.heal([i])
+        return self.actors[i]
+
+    def stats(self) -> dict[str, float]:
+        """Counts since the previous call (the Learner keeps the running totals)."""
+        out = {"gworker_restarts": float(self.restarts), "restarts": float(self.cworker_restarts)}
+        self.restarts = self.cworker_restarts = 0
+        return out
 
     def close(self) -> None:
         try:
-            self.call("close")
+            self._remote.call_all(self.actors, self.names, "close", [()] * len(self.actors), self.timeout_s)
         except Exception:  # closing is best effort; the actors are killed next
             pass
         for a in self.actors:

@@ -7,6 +7,7 @@ import signal
 import time
 
 import pytest
+import torch
 
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
@@ -89,3 +90,44 @@ def test_hanging_cworkers_are_reported_by_name_within_the_timeout(ray_local) -> 
     assert e.value.workers == ["g0.c0", "g0.c1"] and e.value.stage == "collect"
     assert "g0.c0, g0.c1 did not answer 'collect' within 2 s" in str(e.value)
     assert 2.0 <= elapsed < 10.0
+
+
+@pytest.mark.parametrize(("gradients", "update"), [("sync", "central"), ("async", "central"),
+                                                   ("sync", "decentralized")])
+def test_killed_gworker_is_recreated_with_its_cworkers(ray_local, gradients: str, update: str) -> None:
+    """A GWorker's process dies (as when its node is lost): the set re-creates it from the current
+    components, with new CWorkers (its old ones died with it), and training goes on. Decentralized,
+    the new GWorker joins a new all-reduce group with the survivors' weights and optimizer state."""
+    cfg = SchemeConfig(num_grad_workers=2, num_col_workers=2, gradients=gradients, update=update,
+                       grad_worker_resources=SMALL, col_worker_resources=SMALL, worker_timeout_s=60.0)
+    with Scheme(cfg, _components()) as scheme:
+        learner = scheme.learner
+        for _ in range(12):
+            learner.step()
+        learner.update_algorithm_parameter("lr", 5e-4)  # made before the death: the new GWorker has it
+        old_pid = learner.gworkers.call("pid")[1]
+        os.kill(old_pid, signal.SIGKILL)
+        version = learner.version
+        deadline = time.perf_counter() + 60
+        while learner.totals["gworker_restarts"] == 0 and time.perf_counter() < deadline:
+            learner.step()
+        for _ in range(30):  # and training goes on with the new GWorker and its new CWorkers
+            learner.step()
+        assert learner.totals["gworker_restarts"] == 1
+        assert learner.totals["restarts"] == 2  # g1's two CWorkers, re-created with it
+        assert learner.version >= version + 30
+        assert learner.gworkers.call("pid")[1] != old_pid
+        g1 = learner.gworkers.call("inspect")[1]
+        assert g1["algo"].lr == 5e-4 and g1["optimizer_lrs"] == [5e-4]
+        assert [c["name"] for c in g1["cworkers"]] == ["g1.c0", "g1.c1"]
+        assert all(c["algo"].lr == 5e-4 for c in g1["cworkers"])
+        if update == "decentralized":  # replicas identical again, weights and Adam moments alike
+            a, b = learner.gworkers.call("algo_state")
+            assert a["version"] == b["version"]
+            for x, y in zip(a["algo"]["actor"].values(), b["algo"]["actor"].values(), strict=True):
+                assert torch.equal(x, y)
+            moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in (a["algo"]["optimizer"]["state"].values())]
+            others = [(s["exp_avg"], s["exp_avg_sq"]) for s in (b["algo"]["optimizer"]["state"].values())]
+            assert len(moments) == len(others) > 0
+            for (m, v), (m2, v2) in zip(moments, others, strict=True):
+                assert torch.equal(m, m2) and torch.equal(v, v2)
