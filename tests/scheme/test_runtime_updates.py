@@ -10,6 +10,7 @@ import pytest
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
 from colonyrl.envs.factory import EnvConfig
+from colonyrl.launch.evaluate import evaluate
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.config import ConfigError
 from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
@@ -112,4 +113,164 @@ def test_updates_reach_every_remote_gworker_and_cworker(ray_local) -> None:
         _check_everywhere(learner, 3e-4, 0.95, new_env)
         for _ in range(4):
             learner.step()
+        assert np.isfinite(learner.pop_metrics()["policy_loss"])
+
+
+# -- the test env and the storage (issue 3, item 5) ------------------------------------------------
+SHORT_TEST_ENV = EnvConfig(id="CartPole-v1", num_envs=1, max_episode_steps=5)  # same spaces, capped at 5
+NEW_STORAGE = RolloutConfig(num_steps=5, gamma=0.9)  # rounds of 5 steps per sub-env instead of 16
+
+
+def _check_components(learner: Any, **expected: Any) -> None:
+    """The Learner and every GWorker and CWorker hold ``expected``; for the storage, the object in use too."""
+    for kind, value in expected.items():
+        assert getattr(learner.components, kind) == value, kind
+    for w in _every_worker(learner):
+        for kind, value in expected.items():
+            assert getattr(w["components"], kind) == value, (w["name"], kind)
+        if "storage" in expected:  # the storage object in use, not only the config it was given
+            assert w["storage"] == expected["storage"], w["name"]
+
+
+def _round_sizes(learner: Any, steps: int) -> list[int]:
+    """Env steps each of ``steps`` Learner steps added (0 while a GWorker works through its batch)."""
+    sizes = []
+    for _ in range(steps):
+        before = learner.env_steps
+        learner.step()
+        sizes.append(learner.env_steps - before)
+    return sizes
+
+
+def test_replacing_the_test_env_reaches_every_worker_and_evaluation_steps_it() -> None:
+    with Scheme(SchemeConfig(), COMPONENTS) as scheme:
+        learner = scheme.learner
+        for _ in range(3):
+            learner.step()
+        assert learner.components.evaluation_env() == COMPONENTS.env
+        before = evaluate(learner.algo, learner.components.evaluation_env(), episodes=4, seed=0)
+        assert before.lengths.min() > 5  # an untrained CartPole policy lasts 8-10 steps
+
+        change = learner.replace_component("test_env", SHORT_TEST_ENV)
+        assert change.kind == "test_env" and change.value == SHORT_TEST_ENV and change.workers == ("g0", "g0.c0")
+        _check_components(learner, test_env=SHORT_TEST_ENV, env=COMPONENTS.env, storage=COMPONENTS.storage)
+        # what train() evaluates with (periodically and at the end) steps the new env
+        after = evaluate(learner.algo, learner.components.evaluation_env(), episodes=4, seed=0)
+        assert after.lengths.tolist() == [5] * 4 and after.mean == 5.0
+        learner.metrics.pop()
+        sizes = _round_sizes(learner, 8)  # the CWorkers keep stepping the train env: same round size,
+        assert set(sizes) == {0, 32}
+        lengths = learner.metrics.pop()[3]
+        assert lengths.size > 0 and lengths.max() > 5  # and episodes longer than the test env allows
+
+
+def test_the_training_loop_evaluates_on_the_replaced_test_env(tmp_path, monkeypatch) -> None:
+    """A test-env replacement mid-run (here from the hook that follows the schedules) reaches
+    train()'s periodic evaluation and its final one."""
+    import colonyrl.launch.train as train_module
+    from colonyrl.launch.config import RunConfig, TrainConfig
+
+    follow = train_module._follow_schedules
+
+    def replace_at_256(cfg: Any, learner: Any) -> None:
+        follow(cfg, learner)
+        if learner.env_steps >= 256 and learner.components.test_env is None:
+            learner.replace_component("test_env", SHORT_TEST_ENV)
+
+    monkeypatch.setattr(train_module, "_follow_schedules", replace_at_256)
+    cfg = TrainConfig(env=COMPONENTS.env, algo=COMPONENTS.algo, storage=COMPONENTS.storage,
+                      run=RunConfig(total_env_steps=512, eval_every=64, eval_episodes=3, track=False, progress=False,
+                                    output_dir=str(tmp_path / "runs"), checkpoint_dir=str(tmp_path / "ckpt")))
+    result = train_module.train(cfg)
+    early = [mean for steps, mean in result.evaluations if steps < 256]
+    late = [mean for steps, mean in result.evaluations if steps > 256]
+    assert len(early) >= 3 and len(late) >= 3
+    assert min(early) > 5.0  # CartPole-v1's own limit: an untrained policy lasts 8+ steps
+    assert late == [5.0] * len(late)  # capped by the new test env
+    assert result.evaluation.lengths.tolist() == [5] * 3
+
+
+@pytest.mark.parametrize("collection", ["sync", "async"])
+def test_replacing_the_storage_changes_every_workers_rollout_length(collection: str) -> None:
+    with Scheme(SchemeConfig(collection=collection), COMPONENTS) as scheme:
+        learner = scheme.learner
+        assert set(_round_sizes(learner, 6)) == {0, 32}  # 1 CWorker x 2 envs x 16 steps
+        change = learner.replace_component("storage", NEW_STORAGE)
+        assert change.kind == "storage" and change.workers == ("g0", "g0.c0")
+        _check_components(learner, storage=NEW_STORAGE, env=COMPONENTS.env)
+        sizes = [s for s in _round_sizes(learner, 12) if s]
+        # sync: the next round has 2 x 5 steps; async: the rollout already in flight keeps 16
+        old = 1 if collection == "async" else 0
+        assert sizes[:old] == [32] * old and sizes[old:] == [10] * (len(sizes) - old) and len(sizes) > 3
+        assert np.isfinite(learner.pop_metrics()["policy_loss"])
+        _check_components(learner, storage=NEW_STORAGE)
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "message"),
+    [
+        ("eval_env", SHORT_TEST_ENV, "replace_component.kind='eval_env'"),
+        ("Storage", NEW_STORAGE, "replace_component.kind='Storage'"),
+        ("test_env", NEW_STORAGE, r"replace_component\('test_env'\).config=RolloutConfig.*an EnvConfig"),
+        ("storage", SHORT_TEST_ENV, r"replace_component\('storage'\).config=EnvConfig.*RolloutConfig"),
+        ("storage", {"num_steps": 5}, r"replace_component\('storage'\).config=\{'num_steps': 5\}"),
+        ("test_env", EnvConfig(id="Acrobot-v1"), r"replace_component\('test_env'\).config.id='Acrobot-v1'.*"
+                                                 r"observation space Box"),
+        ("test_env", EnvConfig(id="MountainCarContinuous-v0"), "action space Discrete"),
+    ],
+)
+def test_a_bad_test_env_or_storage_replacement_is_rejected_and_changes_nothing(kind: str, config: Any,
+                                                                               message: str) -> None:
+    with Scheme(SchemeConfig(), COMPONENTS) as scheme:
+        learner = scheme.learner
+        learner.step()
+        with pytest.raises(ConfigError, match=message):
+            learner.replace_component(kind, config)
+        assert learner.changes == [] and learner.components == COMPONENTS
+        _check_components(learner, env=COMPONENTS.env, test_env=None, storage=COMPONENTS.storage)
+        assert set(_round_sizes(learner, 4)) == {0, 32}  # and collection goes on as before
+
+
+def test_an_invalid_storage_config_is_rejected_naming_the_field() -> None:
+    with Scheme(SchemeConfig(), COMPONENTS) as scheme:
+        learner = scheme.learner
+        for bad, message in (({"num_steps": 0}, "RolloutConfig.num_steps=0"),
+                             ({"gamma": 1.5}, "RolloutConfig.gamma=1.5"),
+                             ({"num_steps": 2.5}, "RolloutConfig.num_steps=2.5")):
+            with pytest.raises(ConfigError, match=message):
+                learner.replace_component("storage", COMPONENTS.storage.replace(**bad))
+        assert learner.changes == [] and learner.components == COMPONENTS
+        _check_components(learner, storage=COMPONENTS.storage)
+
+
+@pytest.mark.ray
+def test_test_env_and_storage_replacements_reach_every_remote_worker_and_take_effect(ray_local) -> None:
+    cfg = SchemeConfig(num_grad_workers=2, num_col_workers=2, grad_worker_resources=SMALL,
+                       col_worker_resources=SMALL, worker_timeout_s=60.0)
+    with Scheme(cfg, COMPONENTS) as scheme:
+        learner = scheme.learner
+        names = set(learner.worker_names)
+        # per GWorker a round is 2 CWorkers x 2 envs x 16 steps; both GWorkers may start one in a step
+        assert set(_round_sizes(learner, 4)) <= {0, 64, 128}
+
+        change = learner.replace_component("test_env", SHORT_TEST_ENV)
+        assert set(change.workers) == names and len(change.workers) == 6
+        _check_components(learner, test_env=SHORT_TEST_ENV, env=COMPONENTS.env, storage=COMPONENTS.storage)
+        learner.sync_weights()
+        assert evaluate(learner.algo, learner.components.evaluation_env(), episodes=3).lengths.tolist() == [5] * 3
+
+        change = learner.replace_component("storage", NEW_STORAGE)
+        assert set(change.workers) == names
+        _check_components(learner, storage=NEW_STORAGE, test_env=SHORT_TEST_ENV, env=COMPONENTS.env)
+        cworkers = [w for w in _every_worker(learner) if "." in w["name"]]  # "g1.c0": they collect num_steps
+        assert len(cworkers) == 4 and all(w["storage"].num_steps == 5 for w in cworkers)
+        sizes = [s for s in _round_sizes(learner, 12) if s]
+        # a GWorker may finish the batch it holds (old data); every round collected afterwards is 2 x 2 x 5
+        assert sizes and set(sizes) <= {20, 40}, sizes
+
+        for bad in (("storage", SHORT_TEST_ENV), ("test_env", EnvConfig(id="Acrobot-v1")), ("test", SHORT_TEST_ENV)):
+            with pytest.raises(ConfigError, match="replace_component"):
+                learner.replace_component(*bad)
+        _check_components(learner, storage=NEW_STORAGE, test_env=SHORT_TEST_ENV, env=COMPONENTS.env)
+        assert len(learner.changes) == 2
         assert np.isfinite(learner.pop_metrics()["policy_loss"])
