@@ -169,12 +169,16 @@ class CWorker:
 
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node this worker runs on (as an actor)."""
+        return _node_id()
+
     def close(self) -> None:
         self.env.close()
 
 
 def _node_id() -> str:
-    """The Ray node this process runs on (only called when the receiver is remote)."""
-    import ray
+    """The Ray node this process runs on (only called when running as an actor)."""
+    from colonyrl.scheme import remote
 
-    return ray.get_runtime_context().get_node_id()
+    return remote.node_id()

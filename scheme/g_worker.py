@@ -220,6 +220,15 @@ class GWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node this worker runs on (as an actor)."""
+        from colonyrl.scheme import remote
+
+        return remote.node_id()
+
+    def cworker_nodes(self) -> list[str]:
+        return self.cworkers.call("node")
+
     def get_weights(self) -> Weights:
         return Weights(self.version, self.algo.get_weights())
 
