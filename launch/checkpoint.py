@@ -34,7 +34,7 @@ def save_checkpoint(folder: str | os.PathLike[str], learner: Any, config: Any, r
     folder.mkdir(parents=True, exist_ok=True)
     # The config as it is now: runtime changes (a new lr, a replaced env) are part of the state.
     current = config.replace(env=learner.components.env, algo=learner.components.algo,
-                             storage=learner.components.storage)
+                             storage=learner.components.storage, test_env=learner.components.test_env)
     state = {
         "format": CHECKPOINT_FORMAT,
         "config": dataclasses.asdict(current),

@@ -107,6 +107,9 @@ class TrainConfig(Config):
     run: Annotated[RunConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=RunConfig)
     #: Parameters that follow the env-step counter (defined in launch scripts; not a CLI flag).
     schedules: Annotated[tuple[Schedule, ...], tyro.conf.Suppress] = ()
+    #: The env evaluations run on (None: the train env). Set in launch scripts or replaced at
+    #: runtime (``Learner.replace_component("test_env", ...)``); kept in checkpoints.
+    test_env: Annotated[EnvConfig | None, tyro.conf.Suppress] = None
 
     def _check(self) -> None:
         components = self.components()
@@ -118,7 +121,8 @@ class TrainConfig(Config):
                     raise ConfigError(f"TrainConfig.schedules[{i}] ({e.field})", e.value, e.allowed) from e
 
     def components(self) -> Components:
-        return Components(env=self.env, actor=self.actor, algo=self.algo, storage=self.storage, seed=self.run.seed)
+        return Components(env=self.env, actor=self.actor, algo=self.algo, storage=self.storage,
+                          test_env=self.test_env, seed=self.run.seed)
 
     @property
     def env_steps_per_round(self) -> int:

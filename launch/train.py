@@ -149,7 +149,7 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
                 logged_changes = len(learner.changes)
             progress(learner.env_steps)
             now = time.perf_counter()
-            if now - last_log >= run.log_every_s:
+            if now - last_log >= run.log_every_s and learner.env_steps != logged_at:
                 _log(learner, tracker, console)
                 last_log, logged_at = now, learner.env_steps
             if run.eval_every and learner.env_steps >= next_eval:

@@ -156,7 +156,7 @@ class CWorker:
 
     def inspect(self) -> dict[str, object]:
         """What this worker runs with now (tests query every worker with it)."""
-        return {"name": self.name, "components": self.components, "env_id": self.env.spec.id if self.env.spec else None,
+        return {"name": self.name, "components": self.components, "env_id": self.components.env.id,
                 "num_envs": self.num_envs, "algo": self.algo.config, "storage": self.storage.config,
                 "optimizer_lrs": [g["lr"] for g in self.algo.optimizer.param_groups]}
 

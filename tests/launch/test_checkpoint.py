@@ -155,3 +155,22 @@ def test_weights_after_resume_are_finite(tmp_path: Path) -> None:
         path = save_checkpoint(tmp_path, scheme.learner, CFG, run_id=None)
     state = load_checkpoint(path)
     assert all(np.isfinite(v.numpy()).all() for v in state["learner"]["algo"]["actor"].values())
+
+
+def test_runtime_changes_survive_a_checkpoint_and_resume(tmp_path: Path) -> None:
+    """A replaced test env, a replaced storage and a changed lr are part of the saved config."""
+    from colonyrl.envs.factory import EnvConfig
+    from colonyrl.launch.train import _resolve_resume
+
+    short_test_env = EnvConfig(id="CartPole-v1", num_envs=2, max_episode_steps=7)
+    with Scheme(CFG.scheme, CFG.components()) as scheme:
+        learner = scheme.learner
+        for _ in range(8):
+            learner.step()
+        learner.update_algorithm_parameter("lr", 1e-4)
+        learner.replace_component("test_env", short_test_env)
+        learner.replace_component("storage", CFG.storage.replace(num_steps=8))
+        path = save_checkpoint(tmp_path, learner, CFG, run_id=None)
+    resumed, _ = _resolve_resume(CFG.replace(run=CFG.run.replace(resume=str(path))))
+    assert resumed.test_env == short_test_env and resumed.components().evaluation_env() == short_test_env
+    assert resumed.storage.num_steps == 8 and resumed.algo.lr == 1e-4
