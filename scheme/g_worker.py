@@ -197,6 +197,8 @@ class GWorker:
             raise RuntimeError(f"{self.name}: state is taken between collection rounds only")
         return {"name": self.name, "version": self.version, "generator": self.generator.get_state(),
                 "algo": self.algo.state_dict() if self.owns_algo else None,
+                # on-policy storage is empty between rounds; off-policy storage (replay) is saved
+                "storage": None if self.storage.on_policy else self.storage.state_dict(),
                 "cworkers": self.cworkers.call("get_state")}
 
     def set_state(self, state: dict[str, Any]) -> str:
@@ -204,6 +206,8 @@ class GWorker:
         self.generator.set_state(state["generator"])
         if self.owns_algo and state["algo"] is not None:
             self.algo.load_state_dict(state["algo"])
+        if state.get("storage") is not None:
+            self.storage.load_state_dict(state["storage"])
         saved = {s["name"]: s for s in state["cworkers"]}
         self.cworkers.call_each("set_state", [saved[n] for n in self.cworkers.names])
         return self.name

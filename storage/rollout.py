@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -110,6 +110,11 @@ class RolloutStorage:
 
     Build it with :meth:`RolloutConfig.build`. ``config`` holds the current :class:`RolloutConfig`.
     """
+
+    #: On-policy: every rollout is used up within its collection round, so a checkpoint taken at a
+    #: round boundary has no storage contents to save (a replay buffer would set this False and
+    #: provide ``state_dict``/``load_state_dict``; issue 4).
+    on_policy: ClassVar[bool] = True
 
     def __init__(self, config: RolloutConfig, observation_space: gym.Space, action_space: gym.Space,
                  num_envs: int) -> None:

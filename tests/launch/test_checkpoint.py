@@ -64,6 +64,8 @@ def test_checkpoints_are_written_atomically_and_the_last_k_kept(tmp_path: Path) 
     assert files == [f"ckpt-{s:012d}.pt" for s in (384, 512, 640)]  # 128 env steps per round
     state = load_checkpoint(tmp_path)  # a folder: the newest
     assert state["learner"]["counters"]["env_steps"] == 640 and state["run_id"] == "abc"
+    # on-policy storage is used up at a round boundary: flagged, nothing of it saved
+    assert [w["storage"] for w in state["learner"]["workers"]] == [None]
 
 
 def test_a_bad_checkpoint_gives_a_clear_error(tmp_path: Path) -> None:
