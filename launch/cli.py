@@ -3,6 +3,7 @@
     colonyrl train [--preset NAME] [--algo.lr 0.001 --scheme.num-grad-workers 2 ...]
     colonyrl evaluate RUN_FOLDER [--episodes 10]
     colonyrl presets
+    colonyrl tracking-import RUN_FOLDER [--tracking-uri URI]
 
 Every flag of ``train`` comes from ``TrainConfig`` (``colonyrl train --help`` lists them with the
 chosen preset's values as defaults); nothing is written flag by flag here.
@@ -18,12 +19,13 @@ import tyro
 
 from colonyrl.launch.checkpoint import CheckpointError
 from colonyrl.launch.evaluate import ModelFileError
+from colonyrl.launch.tracking import FallbackImportError, TrackingUnavailableError
 from colonyrl.launch.train import TrainingInterrupted
 from colonyrl.scheme.config import ConfigError
 
-__all__ = ["main", "EvaluateArgs"]
+__all__ = ["main", "EvaluateArgs", "TrackingImportArgs"]
 
-USAGE = "usage: colonyrl {train,evaluate,presets} [--help]"
+USAGE = "usage: colonyrl {train,evaluate,presets,tracking-import} [--help]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,19 @@ class EvaluateArgs:
     seed: int = 0
     #: Sample actions instead of taking the most likely one.
     stochastic: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingImportArgs:
+    """Send a run's MLflow fallback (written when the tracking server was unreachable at the end of
+    training) to its run: metrics, artifacts, final status."""
+
+    #: The run's mlflow-fallback folder, or the run folder (<output-dir>/<run id>) that holds it.
+    path: Annotated[str, tyro.conf.Positional]
+    #: Where the run lives (default: the URI it was tracked to).
+    tracking_uri: str | None = None
+    #: Import again a folder that was imported already.
+    force: bool = False
 
 
 def _pop_preset(argv: list[str]) -> tuple[str, list[str]]:
@@ -84,7 +99,19 @@ def presets_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_main, "evaluate": evaluate_main, "presets": presets_main}
+def tracking_import_main(argv: list[str]) -> int:
+    from colonyrl.launch.tracking import import_fallback
+
+    args = tyro.cli(TrackingImportArgs, args=argv, prog="colonyrl tracking-import")
+    done = import_fallback(args.path, args.tracking_uri, force=args.force)
+    print(f"imported {done['metrics']:,} metric points, {done['artifacts']} artifact files"
+          + (f" and status {done['status']}" if done["status"] else "")
+          + f" into MLflow run {done['run_id']} at {done['tracking_uri']}")
+    return 0
+
+
+COMMANDS = {"train": train_main, "evaluate": evaluate_main, "presets": presets_main,
+            "tracking-import": tracking_import_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as e:  # SIGINT/SIGTERM: checkpoint written, workers stopped
         print(f"colonyrl {argv[0]}: {e}", file=sys.stderr)
         return 128 + e.signum
-    except (ModelFileError, CheckpointError) as e:
+    except (ModelFileError, CheckpointError, TrackingUnavailableError, FallbackImportError) as e:
         print(f"colonyrl {argv[0]}: {e}", file=sys.stderr)
         return 2
 

@@ -47,7 +47,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     cfg, resumed = _resolve_resume(cfg)
     run = cfg.run
     console = Console(enabled=run.progress, total=run.total_env_steps)
-    tracker = Tracker(run.tracking_uri, run.experiment, run.run_name, enabled=run.track)
+    # An outage of the tracking server mid-run does not stop training; what the server never got is
+    # left in <output_dir>/<run id>/mlflow-fallback/, beside the model (launch/tracking.py).
+    tracker = Tracker(run.tracking_uri, run.experiment, run.run_name, enabled=run.track,
+                      fallback_dir=run.output_dir)
     start = time.perf_counter()
     with tracker:
         tracker.start(to_flat_dict(cfg), tags={"colonyrl.preset_env": cfg.env.id},
