@@ -111,9 +111,12 @@ class ForeignCPU:
     job. This counts CPU-seconds of processes that are not descendants of ``root_pid`` (once seen
     as ours, a pid stays ours, so Ray processes re-parented on exit are not blamed on others).
     Time of processes that start and end between two samples is missed (sampling every 0.5 s).
+    With ``interval_s=None`` there is no sampling thread: call :meth:`sample` at the ends of each
+    span instead (for a span in which no process of ours starts, e.g. a timed window inside a
+    worker, whose GIL the sampling thread would otherwise share).
     """
 
-    def __init__(self, root_pid: int | None = None, interval_s: float = 0.5) -> None:
+    def __init__(self, root_pid: int | None = None, interval_s: float | None = 0.5) -> None:
         import threading
 
         self.root = root_pid or os.getpid()
@@ -126,8 +129,10 @@ class ForeignCPU:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sample(first=True)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if interval_s is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
 
     def _read(self) -> dict[int, tuple[int, float]]:
         out = {}
@@ -167,11 +172,16 @@ class ForeignCPU:
             self.history.append((time.time(), self._foreign, self._own))
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.interval or 0.5):
             try:
                 self._sample()
             except Exception:  # never let the sampler kill a benchmark
                 pass
+
+    def sample(self) -> tuple[float, float, float]:
+        """Sample now and return the reading (for ``interval_s=None``)."""
+        self._sample()
+        return self.now()
 
     def now(self) -> tuple[float, float, float]:
         with self._lock:
@@ -200,4 +210,5 @@ class ForeignCPU:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
