@@ -49,6 +49,10 @@ class Weights(NamedTuple):
     version: int
     arrays: dict[str, np.ndarray]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
 
 class Rollout(NamedTuple):
     """What a CWorker sends its GWorker after one collection round."""

@@ -103,8 +103,12 @@ class AsyncCollection:
 
     def close(self, cworkers: CWorkerSet) -> None:
         """Wait for the rollouts still being collected so no worker is cut off mid-step."""
-        if self.in_flight:
-            cworkers.wait(list(self.in_flight), self.timeout_s)
+        pending = list(self.in_flight)
+        while pending:  # ``wait`` returns once any is ready: wait until none is left, bounded
+            ready = cworkers.wait(pending, self.timeout_s)
+            if not ready:
+                break
+            pending = [h for h in pending if h not in ready]
         self.in_flight.clear()
 
 
