@@ -486,7 +486,7 @@ def parent_main(args: argparse.Namespace) -> int:
     print(f"\nOther users' CPU during each run (cores): median {statistics.median(others):.2f}, max {max(others):.2f}.")
     print(f"load average: start {[round(x, 2) for x in reading['loadavg_start']]}, end"
           f" {[round(x, 2) for x in reading['loadavg_end']]}; machine CPU busy {reading['cpu_busy_fraction']:.2f};"
-          f" {reading['span_s']:.0f} s in all. Raw data: {out}")
+          f" {reading['span_s']:.0f} s in all. Raw data: {os.path.relpath(out)}")
     return 1 if errors else 0
 
 

@@ -376,7 +376,7 @@ def parent_main(args: argparse.Namespace) -> int:
               f" {max(others):.2f}; waited {waited:.0f} s for quiet before starting.")
     print(f"load average: start {[round(x, 2) for x in reading['loadavg_start']]}, end"
           f" {[round(x, 2) for x in reading['loadavg_end']]}; machine CPU busy {reading['cpu_busy_fraction']:.2f};"
-          f" {reading['span_s']:.0f} s in all. Raw data: {out}")
+          f" {reading['span_s']:.0f} s in all. Raw data: {os.path.relpath(out)}")
     if returncode:
         print(f"worker exited with {returncode}")
     return 1 if errors or returncode or not measured else 0

@@ -487,7 +487,7 @@ def parent_main(args: argparse.Namespace) -> int:
           f" {sum(len(r['discarded_attempts']) for r in results)}.")
     print(f"load average: start {[round(x, 2) for x in reading['loadavg_start']]}, end "
           f"{[round(x, 2) for x in reading['loadavg_end']]}; machine CPU busy over the run "
-          f"{reading['cpu_busy_fraction']:.2f}; {reading['span_s']:.0f} s in all. Raw data: {out}")
+          f"{reading['cpu_busy_fraction']:.2f}; {reading['span_s']:.0f} s in all. Raw data: {os.path.relpath(out)}")
     return 1 if errors else 0
 
 
