@@ -60,7 +60,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -187,8 +187,16 @@ def _check_metric_name(name: str) -> None:
         raise ValueError(f"metric name {name!r} must be a normalized relative path (it would be {norm!r})")
 
 
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of ``size`` items (the last may be shorter), from any iterable (itertools.batched is 3.12+)."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class Tracker:
@@ -411,7 +419,7 @@ class Tracker:
         self._run_id = run.info.run_id
         self._experiment_id = run.info.experiment_id
         self._artifact_uri = run.info.artifact_uri
-        for chunk in _chunks(list(to_log.items()), MAX_PARAMS_TAGS_PER_BATCH):
+        for chunk in _batched(list(to_log.items()), MAX_PARAMS_TAGS_PER_BATCH):
             client.log_batch(self._run_id, params=[Param(k, v) for k, v in chunk])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -506,7 +514,7 @@ class Tracker:
         pending, self._buffer = self._buffer, []
         done = 0
         try:
-            for chunk in _chunks(pending, MAX_METRICS_PER_BATCH):
+            for chunk in _batched(pending, MAX_METRICS_PER_BATCH):
                 client.log_batch(self._run_id, metrics=[Metric(k, v, ts, s) for k, v, ts, s in chunk])
                 done += len(chunk)
         finally:
@@ -707,17 +715,6 @@ class Tracker:
             self.end(status)
         except Exception:  # do not hide the exception that is propagating
             _log.exception("Tracker: could not end MLflow run %s as %s", self._run_id, status)
-
-
-def _batched(items: Iterator[Any] | Any, size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _find_fallback(path: str | Path) -> Path:
