@@ -16,8 +16,9 @@ Design choices:
 * ``make`` returns :class:`EnvHandle` ``(env, obs)``: building and the one seeded reset always go
   together, so a caller cannot forget to seed, and it gets the first observation it needs.
   :func:`reset_seeded` is the same seeded reset on its own (e.g. to restart an evaluation env).
-* Everything that crosses a process boundary is module-level (``_make_sub_env``, :class:`StepDelay`)
-  so that Ray can ship the config and ``AsyncVectorEnv(context="spawn")`` can pickle the env thunks.
+* Everything that crosses a process boundary is module-level (``_make_sub_env``, :class:`StepDelay`,
+  ``snapshot.SubEnvState``) so that Ray can ship the config and ``AsyncVectorEnv(context="spawn")``
+  can pickle the env thunks.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
+from colonyrl.envs.snapshot import SubEnvState
 from colonyrl.scheme.config import Config, ConfigError, param
 
 __all__ = ["EnvConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats"]
@@ -77,15 +79,20 @@ class StepDelay(gymnasium.Wrapper):
 
 
 def _make_sub_env(
-    env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any], step_delay_s: float
+    env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any], step_delay_s: float,
+    in_worker: bool = False,
 ) -> gymnasium.Env:
-    """Build one sub-env (the thunk the vector env calls, in this or a spawned process)."""
+    """Build one sub-env (the thunk the vector env calls, in this or a spawned process).
+
+    ``in_worker``: an ``AsyncVectorEnv`` sub-env, wrapped outermost in :class:`SubEnvState` so that
+    envs/snapshot.py can snapshot and restore it from the main process.
+    """
     if max_episode_steps is not None:  # None: keep the registered spec's own TimeLimit
         kwargs = {**kwargs, "max_episode_steps": max_episode_steps}
     env = gymnasium.make(env_id, **kwargs)
     if step_delay_s > 0:
         env = StepDelay(env, step_delay_s)
-    return env
+    return SubEnvState(env) if in_worker else env
 
 
 class EnvHandle(NamedTuple):
@@ -138,7 +145,7 @@ class EnvConfig(Config):
         """One picklable thunk per sub-env (what ``SyncVectorEnv``/``AsyncVectorEnv`` take)."""
         slow = self.step_delay_workers is None or worker_index in self.step_delay_workers
         thunk = functools.partial(_make_sub_env, self.id, self.max_episode_steps, dict(self.kwargs),
-                                  self.step_delay_s if slow else 0.0)
+                                  self.step_delay_s if slow else 0.0, self.vectorization == "async")
         return [thunk] * self.num_envs
 
     def make(self, num_envs: int | None = None, seed: int = 0, worker_index: int = 0) -> EnvHandle:

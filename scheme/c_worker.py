@@ -8,6 +8,7 @@ its receiver is remote (the ``compress="auto"`` decision).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +21,7 @@ from colonyrl.scheme.packets import EpisodeStats, Rollout, Weights
 from colonyrl.scheme.runtime import init_process
 from colonyrl.scheme.wire import Compressor
 
-__all__ = ["CWorker"]
+__all__ = ["CWorker", "action_sampling_seed"]
 
 
 class CWorker:
@@ -44,8 +45,9 @@ class CWorker:
         torch_threads: int = 1,
     ) -> None:
         init_process(torch_threads)
-        if receiver_node is not None:  # its own process: its own action-sampling stream, per seed and worker
-            torch.manual_seed(components.seed * 100_003 + index)
+        # Its own action-sampling stream in every layout (in-process, an actor of its own, inside a
+        # remote GWorker, re-created): N workers explore as N, reproducibly from (seed, index).
+        torch.manual_seed(action_sampling_seed(components.seed, index))
         self.name, self.index = name, index
         self.components = components
         self.spaces = components.spaces()
@@ -148,7 +150,10 @@ class CWorker:
                 self.prev_done.copy()), "env": snapshot(self.env), "torch_rng": torch.get_rng_state()}
 
     def set_state(self, state: dict[str, Any]) -> str:
-        restore(self.env, state["env"])
+        report = restore(self.env, state["env"])
+        if not report.exact:  # e.g. MuJoCo: its simulator state is not in Python attributes
+            missed = {layer.type: layer.missed for layer in report.layers if layer.missed}
+            warnings.warn(f"{self.name}: the env resumes approximately, not saved: {missed}", stacklevel=2)
         self.obs = state["obs"].numpy().copy()
         self.prev_done = state["prev_done"].numpy().copy()
         torch.set_rng_state(state["torch_rng"])  # the action sampling stream
@@ -175,6 +180,14 @@ class CWorker:
 
     def close(self) -> None:
         self.env.close()
+
+
+def action_sampling_seed(seed: int, index: int) -> int:
+    """The torch seed of CWorker ``index``'s action sampling: ``SeedSequence([index, seed, tag])``
+    (NumPy's recipe for independent parallel streams, as ``envs.factory.env_seeds``; the tag keeps
+    it apart from the env seeds), 63 bits."""
+    word = np.random.SeedSequence([index, seed, 0x5EED]).generate_state(1, np.uint64)[0]
+    return int(word >> np.uint64(1))
 
 
 def _node_id() -> str:
