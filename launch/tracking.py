@@ -23,6 +23,20 @@ Example::
     # leaving the block flushes and ends the run: FINISHED, FAILED on an exception,
     # KILLED on Ctrl-C
 
+Non-finite values (a diverging run must show it, not hide it):
+
+* NaN is logged as NaN: MLflow's SQL store keeps it as ``value=0, is_nan=True`` and gives NaN back
+  (``SqlAlchemyStore.sanitize_metric_value`` and ``SqlMetric.to_mlflow_entity``, in
+  ``mlflow/store/tracking/sqlalchemy_store.py`` and ``mlflow/store/tracking/dbmodels/models.py``);
+  over HTTP it travels as the JSON string ``"NaN"`` (protobuf's JSON mapping,
+  https://protobuf.dev/programming-guides/json/).
+* +-inf is logged as +-``sys.float_info.max`` (1.7976931348623157e308): the SQL store cannot hold
+  inf and writes exactly that itself (same function), so a run reads back the same whatever the
+  store, and the fallback file below stays standard JSON. A value at +-1.8e308 means +-inf.
+* Each :meth:`Tracker.log_metrics` call that holds non-finite values also logs the running count
+  of them, :data:`NONFINITE_METRIC` (``nonfinite_metric_values``), at that step: a chart of when and
+  how often; a run without that metric had none.
+
 Tracking-server outages (an ``http(s)://`` server stopped, restarted or unreachable mid-run):
 
 * Training goes on. The first failed write warns once (:class:`TrackingOutageWarning`, naming the
@@ -58,6 +72,7 @@ import os
 import posixpath
 import re
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -69,7 +84,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
 __all__ = ["Tracker", "TrackingOutageWarning", "TrackingUnavailableError", "FallbackImportError",
-           "import_fallback", "read_run", "HTTP_SETTINGS", "FALLBACK_FOLDER"]
+           "import_fallback", "read_run", "HTTP_SETTINGS", "FALLBACK_FOLDER", "NONFINITE_METRIC", "FLOAT_MAX"]
 
 _log = logging.getLogger(__name__)
 
@@ -94,6 +109,11 @@ _STATUSES = ("FINISHED", "FAILED", "KILLED")
 #: (urllib3 makes it at once) covers a pooled connection the server closed; waiting for a restart is
 #: the tracker's own backoff between flushes. Variables the user set in the environment win.
 HTTP_SETTINGS: dict[str, str] = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+#: The metric that counts the non-finite (NaN/inf) values logged so far in the run.
+NONFINITE_METRIC = "nonfinite_metric_values"
+#: What +-inf is logged as: the value MLflow's SQL store writes for it (see the module docstring).
+FLOAT_MAX = sys.float_info.max
 
 #: The fallback folder's name, inside ``<fallback_dir>/<run id>/``.
 FALLBACK_FOLDER = "mlflow-fallback"
@@ -187,6 +207,32 @@ def _check_metric_name(name: str) -> None:
         raise ValueError(f"metric name {name!r} must be a normalized relative path (it would be {norm!r})")
 
 
+def _finite_or_nan(v: float) -> float:
+    """``v``, with +-inf as +-:data:`FLOAT_MAX` (NaN stays NaN)."""
+    return math.copysign(FLOAT_MAX, v) if math.isinf(v) else v
+
+
+def _to_json(v: float) -> float | str:
+    """A metric value for ``metrics.jsonl``: non-finite ones as the strings of protobuf's JSON mapping
+    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``), as MLflow's REST API sends them, since standard
+    JSON has no NaN (Python's ``json`` would write bare ``NaN`` tokens that jq and others reject)."""
+    if math.isfinite(v):
+        return v
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+
+
+def _from_json(v: float | str) -> float:
+    """The inverse of :func:`_to_json`; also reads the bare ``NaN``/``Infinity`` tokens ``json.loads``
+    accepts (files written before non-finite values were logged)."""
+    return _finite_or_nan(float(v))
+
+
+def _metric_from_json(m: Mapping[str, Any]) -> Any:
+    from mlflow.entities import Metric
+
+    return Metric(m["key"], _from_json(m["value"]), m["timestamp"], m["step"])
+
+
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     """Lists of ``size`` items (the last may be shorter), from any iterable (itertools.batched is 3.12+)."""
     batch: list[Any] = []
@@ -258,8 +304,9 @@ class Tracker:
         self._down_since: float | None = None
         self._next_retry = 0.0
         self._retry_delay = retry_min_s
-        #: How many non-finite (NaN/inf) metric values log_metrics skipped.
-        self.skipped_nonfinite = 0
+        #: How many non-finite (NaN/inf) metric values the run logged so far (a resumed run goes on
+        #: from its last :data:`NONFINITE_METRIC`).
+        self.nonfinite_values = 0
         #: How many outages this tracker went through (each warned once).
         self.outages = 0
         self._fallback: Path | None = None
@@ -418,28 +465,39 @@ class Tracker:
                 client.log_batch(run_id, tags=[RunTag(k, v) for k, v in user_tags.items()])
         self._run_id = run.info.run_id
         self._experiment_id = run.info.experiment_id
+        self.nonfinite_values = int(run.data.metrics.get(NONFINITE_METRIC, 0)) if run_id is not None else 0
         self._artifact_uri = run.info.artifact_uri
         for chunk in _batched(list(to_log.items()), MAX_PARAMS_TAGS_PER_BATCH):
             client.log_batch(self._run_id, params=[Param(k, v) for k, v in chunk])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer ``metrics`` at ``step`` (no I/O). NaN/inf values are skipped and counted in
-        :attr:`skipped_nonfinite`; a name MLflow would reject raises ValueError here."""
+        """Buffer ``metrics`` at ``step`` (no I/O); a name MLflow would reject raises ValueError here.
+
+        NaN is logged as NaN, +-inf as +-:data:`FLOAT_MAX` (what MLflow's SQL store makes of it); they
+        are counted in :attr:`nonfinite_values`, which is logged as :data:`NONFINITE_METRIC` at this
+        step when it grew."""
         if not self.enabled:
             return
         if not self._active:
             raise RuntimeError("Tracker.log_metrics before start() or after end()")
         ts = int(time.time() * 1000)
         step = int(step)
+        nonfinite = 0
         for key, value in metrics.items():
             if key not in self._known_names:
+                if key == NONFINITE_METRIC:
+                    raise ValueError(f"metric name {key!r} is reserved: the tracker logs it (the count of "
+                                     "NaN/inf values)")
                 _check_metric_name(key)
                 self._known_names.add(key)
             v = float(value)  # numpy scalars and 0-d tensors too
             if not math.isfinite(v):
-                self.skipped_nonfinite += 1
-                continue
+                nonfinite += 1
+                v = _finite_or_nan(v)
             self._buffer.append((key, v, ts, step))
+        if nonfinite:
+            self.nonfinite_values += nonfinite
+            self._buffer.append((NONFINITE_METRIC, float(self.nonfinite_values), ts, step))
 
     def flush(self) -> None:
         """Write what is pending: spilled points, buffered points (``log_batch``, 1000 per request),
@@ -529,14 +587,11 @@ class Tracker:
         """Replay ``metrics.jsonl`` (from line ``_spill_written`` on), 1000 points per request."""
         if self._spill_written >= self._spilled:
             return
-        from mlflow.entities import Metric
-
         skip = self._spill_written
         with self._spill_file().open() as f:
             lines = (json.loads(line) for i, line in enumerate(f) if i >= skip)
             for chunk in _batched(lines, MAX_METRICS_PER_BATCH):
-                client.log_batch(self._run_id, metrics=[Metric(m["key"], m["value"], m["timestamp"], m["step"])
-                                                        for m in chunk])
+                client.log_batch(self._run_id, metrics=[_metric_from_json(m) for m in chunk])
                 self._spill_written += len(chunk)
         self._spill_file().unlink()
         self._spilled = self._spill_written = 0
@@ -604,7 +659,8 @@ class Tracker:
         self._spill_file().parent.mkdir(parents=True, exist_ok=True)
         with self._spill_file().open("a") as f:
             for k, v, ts, s in self._buffer:
-                f.write(json.dumps({"key": k, "value": v, "timestamp": ts, "step": s}) + "\n")
+                f.write(json.dumps({"key": k, "value": _to_json(v), "timestamp": ts, "step": s},
+                                   allow_nan=False) + "\n")
         self._spilled += len(self._buffer)
         self._buffer = []
         self._fallback_meta()  # so that even a crash leaves a folder import_fallback understands
@@ -617,7 +673,8 @@ class Tracker:
         """Leave everything the server did not take in :attr:`fallback_path`, for :func:`import_fallback`:
 
         * ``run.json``: run ID, experiment, tracking URI, final status and end time;
-        * ``metrics.jsonl``: the points not written, one JSON object per line, in logging order;
+        * ``metrics.jsonl``: the points not written, one JSON object per line, in logging order
+          (``{"key", "value", "timestamp", "step"}``; a NaN value is the string ``"NaN"``);
         * ``artifacts/``: queued artifacts at their artifact paths (files copied now, since the
           originals may be removed before the server returns).
         """
@@ -763,7 +820,6 @@ def import_fallback(path: str | Path, tracking_uri: str | None = None, force: bo
         progress_file.write_text(json.dumps(progress, indent=2))
 
     import mlflow
-    from mlflow.entities import Metric
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     sent = {"metrics": 0, "artifacts": 0}
@@ -787,8 +843,7 @@ def import_fallback(path: str | Path, tracking_uri: str | None = None, force: bo
         with file.open() as f:
             lines = (json.loads(line) for i, line in enumerate(f) if i >= skip)
             for chunk in _batched(lines, MAX_METRICS_PER_BATCH):
-                client.log_batch(run_id, metrics=[Metric(m["key"], m["value"], m["timestamp"], m["step"])
-                                                  for m in chunk])
+                client.log_batch(run_id, metrics=[_metric_from_json(m) for m in chunk])
                 progress["metrics"] += len(chunk)
                 sent["metrics"] += len(chunk)
                 save()

@@ -7,9 +7,11 @@ makes its own runs, so they do not depend on each other.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +53,7 @@ def test_start_log_flush_end_read_back(store, tmp_path):
     assert t.artifact_uri.startswith(store["artifacts"])
     for step in range(1200):  # 2400 points: three log_batch requests
         t.log_metrics({"loss": 1.0 / (step + 1), "fps": np.float32(100.0)}, step=step)
-    t.log_metrics({"loss_nan": math.nan, "inf": math.inf}, step=0)
-    assert t.pending == 2400 and t.skipped_nonfinite == 2
+    assert t.pending == 2400 and t.nonfinite_values == 0
     assert read_run(store["uri"], run_id)["metrics"] == {}  # buffered: nothing written yet
     t.flush()
     assert t.pending == 0
@@ -199,3 +200,114 @@ def test_limits_match_installed_mlflow():
     assert tracking.MAX_TAG_VAL_LENGTH == validation.MAX_TAG_VAL_LENGTH
     for name in ("loss", "eval/return mean", "a.b-c:d_e"):
         assert bool(tracking._NAME_RE.match(name)) == bool(validation.validate_param_and_metric_name(name))
+
+
+def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    import mlflow
+
+    return [(m.step, m.value) for m in sorted(mlflow.MlflowClient(uri).get_metric_history(run_id, key),
+                                              key=lambda m: (m.step, m.timestamp))]
+
+
+def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
+    """Equal step by step, NaN equal to NaN."""
+    return len(a) == len(b) and all(sa == sb and (va == vb or (math.isnan(va) and math.isnan(vb)))
+                                    for (sa, va), (sb, vb) in zip(a, b, strict=True))
+
+
+# What a diverging run shows in MLflow: NaN as NaN (the SQL store keeps an is_nan flag), +-inf as
+# +-float max (MLflow's SQL store cannot hold inf and stores +-1.7976931348623157e308 itself).
+FMAX = 1.7976931348623157e308
+
+
+def test_nonfinite_values_reach_mlflow_and_are_counted(store):
+    t = _tracker(store)
+    run_id = t.start({})
+    t.log_metrics({"loss": 1.0, "x": 2.0}, step=0)
+    t.log_metrics({"loss": math.nan, "x": math.inf}, step=1)
+    t.log_metrics({"loss": np.float32("nan"), "x": -math.inf}, step=2)
+    t.log_metrics({"loss": 0.5, "x": 3.0}, step=3)
+    t.end()
+
+    assert _same(_history(store["uri"], run_id, "loss"), [(0, 1.0), (1, math.nan), (2, math.nan), (3, 0.5)])
+    assert _history(store["uri"], run_id, "x") == [(0, 2.0), (1, FMAX), (2, -FMAX), (3, 3.0)]
+    # the running count, logged where it grows: a dashboard shows when and how often
+    assert _history(store["uri"], run_id, tracking.NONFINITE_METRIC) == [(1, 2.0), (2, 4.0)]
+    assert t.nonfinite_values == 4
+
+    again = _tracker(store)  # a resumed run goes on counting from the run's last value
+    again.start({}, run_id=run_id)
+    again.log_metrics({"loss": math.nan}, step=4)
+    again.end()
+    assert _history(store["uri"], run_id, tracking.NONFINITE_METRIC)[-1] == (4, 5.0)
+    with _tracker(store) as t3:  # the counter's name is the tracker's own
+        t3.start({})
+        with pytest.raises(ValueError, match="reserved"):
+            t3.log_metrics({tracking.NONFINITE_METRIC: 1.0}, step=0)
+
+
+def _strict_json(line: str) -> dict:
+    """JSON as the standard has it: no NaN/Infinity tokens (jq, JavaScript and most readers reject them)."""
+    def reject(token: str) -> None:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(line, parse_constant=reject)
+
+
+def test_nonfinite_values_survive_spill_replay_and_fallback_import(store, monkeypatch):
+    import requests
+
+    t = _tracker(store, fallback_dir=store["artifacts"] + "-fallback", max_buffered=2,
+                 retry_min_s=1e-3, retry_max_s=1e-3)
+    run_id = t.start({})
+    client = t._connect()
+    real = client.log_batch
+
+    def down(*a, **kw):
+        raise requests.ConnectionError("connection refused")
+
+    values = [1.0, math.nan, math.inf, -math.inf, 2.0]
+    with pytest.warns(tracking.TrackingOutageWarning):
+        monkeypatch.setattr(client, "log_batch", down)
+        for step, v in enumerate(values):  # spilled to metrics.jsonl (max_buffered=2)
+            t.log_metrics({"loss": v}, step=step)
+            t.flush()
+        spill = t.fallback_path / "metrics.jsonl"
+        lines = [_strict_json(line) for line in spill.read_text().splitlines()]
+        assert [m["value"] for m in lines if m["key"] == "loss"][:4] == [1.0, "NaN", FMAX, -FMAX]
+        monkeypatch.setattr(client, "log_batch", real)  # back: the spill is replayed
+        time.sleep(0.01)
+        t.flush()
+        assert not t.server_down and t.pending == 0
+        monkeypatch.setattr(client, "log_batch", down)  # down again until the end: fallback
+        for step, v in enumerate(values, start=len(values)):
+            t.log_metrics({"loss": v}, step=step)
+        t.end()
+    assert t.fallback_written is not None
+    for line in (t.fallback_written / "metrics.jsonl").read_text().splitlines():
+        _strict_json(line)
+    monkeypatch.setattr(client, "log_batch", real)
+    tracking.import_fallback(t.fallback_written, tracking_uri=store["uri"])
+
+    expected = [(s, v if math.isfinite(v) or math.isnan(v) else math.copysign(FMAX, v))
+                for s, v in enumerate(values + values)]
+    assert _same(_history(store["uri"], run_id, "loss"), expected)
+    assert _history(store["uri"], run_id, tracking.NONFINITE_METRIC) == [(1, 1.0), (2, 2.0), (3, 3.0),
+                                                                         (6, 4.0), (7, 5.0), (8, 6.0)]
+
+
+def test_fallback_written_by_older_versions_with_bare_nan_tokens_still_imports(store, tmp_path):
+    """Before non-finite values were logged, a spill could not hold them; Python's json writes NaN and
+    Infinity as bare tokens, which import_fallback must keep reading."""
+    t = _tracker(store)
+    run_id = t.start({})
+    t.end()
+    folder = tmp_path / "fb"
+    folder.mkdir()
+    meta = {"format": 1, "run_id": run_id, "experiment_id": t.experiment_id, "tracking_uri": store["uri"],
+            "status": None, "end_time": None, "metrics": 2}
+    (folder / "run.json").write_text(json.dumps(meta))
+    (folder / "metrics.jsonl").write_text('{"key": "a", "value": NaN, "timestamp": 1, "step": 0}\n'
+                                          '{"key": "a", "value": Infinity, "timestamp": 1, "step": 1}\n')
+    tracking.import_fallback(folder)
+    assert _same(_history(store["uri"], run_id, "a"), [(0, math.nan), (1, FMAX)])
