@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -34,9 +34,13 @@ class PPOConfig(Config):
     ent_coef: float = param(0.0, ge=0, runtime=True)
     vf_coef: float = param(0.5, ge=0, runtime=True)
     max_grad_norm: float | None = param(0.5, gt=0, runtime=True)  # None: no clipping
-    normalize_advantage: bool = True  # per minibatch, as CleanRL and SB3
+    #: Standardize advantages with the mean/std of the whole round (of every GWorker that started
+    #: it together, so N GWorkers equal one on their union); SB3 and CleanRL use each minibatch's.
+    normalize_advantage: bool = True
     target_kl: float | None = param(None, gt=0, runtime=True)  # None: no early stop
     adam_eps: float = param(1e-5, gt=0)  # CleanRL / "37 details" #3 (torch default 1e-8)
+    #: Runtime parameters acting uses (CWorkers get only these): none, PPO acts with the weights alone.
+    acting_parameters: ClassVar[frozenset[str]] = frozenset()
 
     def build(self, actor: ActorCritic) -> PPO:
         return PPO(self, actor)
@@ -71,7 +75,9 @@ def policy_loss(
 def value_loss(
     values: torch.Tensor, values_old: torch.Tensor, returns: torch.Tensor, clip_range_vf: float | None
 ) -> torch.Tensor:
-    """0.5 * MSE to the returns (CleanRL's 0.5 factor; SB3 has none, so its vf_coef is 2x ours).
+    """0.5 * MSE to the returns (CleanRL's 0.5 factor). SB3's PPO uses the plain MSE
+    (``F.mse_loss`` in stable_baselines3/ppo/ppo.py), so SB3's ``vf_coef=c`` is colonyrl's
+    ``vf_coef=2c`` (SB3's default 0.5 is our 1.0; our default 0.5 is CleanRL's); docs/ppo-parity.md.
 
     With ``clip_range_vf`` the value *change* is clipped, as SB3 does (no max with the unclipped
     loss, unlike CleanRL / baselines' PPO2): ``V = V_old + clamp(V - V_old, -c, c)``.
@@ -84,8 +90,10 @@ def value_loss(
 def ppo_loss(actor: ActorCritic, batch: Any, cfg: PPOConfig) -> LossOut:
     """Total loss = policy loss - ent_coef * entropy + vf_coef * value loss (paper eq. 9)."""
     adv = batch.advantages
-    if cfg.normalize_advantage:  # per minibatch (CleanRL; "37 details" #7)
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    if cfg.normalize_advantage:  # "37 details" #7; statistics of the round, or of the minibatch if none
+        stats = getattr(batch, "advantage_stats", None)
+        mean, std = stats if stats is not None else (adv.mean(), adv.std())
+        adv = (adv - mean) / (std + 1e-8)
     dist, values = actor.distribution(batch.obs)
     pg_loss, clipfrac, approx_kl = policy_loss(dist.log_prob(batch.actions), batch.logp_old, adv, cfg.clip_range)
     v_loss = value_loss(values, batch.values_old, batch.returns, cfg.clip_range_vf)

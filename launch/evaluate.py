@@ -23,11 +23,15 @@ import torch
 from colonyrl.agents.networks import export_policy
 from colonyrl.envs.factory import EnvConfig
 
-__all__ = ["ModelFileError", "EvalResult", "evaluate", "save_model", "load_model", "MODEL_FORMAT", "EVAL_WORKER_INDEX"]
+__all__ = ["ModelFileError", "EvalResult", "evaluate", "save_model", "load_model", "MODEL_FORMAT", "EVAL_WORKER_INDEX",
+           "FINAL_EVAL_WORKER_INDEX"]
 
 MODEL_FORMAT = "colonyrl-model/1"
 #: Evaluation envs are seeded as this worker index, apart from every training worker.
 EVAL_WORKER_INDEX = 1_000_000
+#: The final evaluation's own seeds, apart from the periodic evaluations' (which may have decided
+#: an early stop: reusing their episodes would report the best of many looks at the same starts).
+FINAL_EVAL_WORKER_INDEX = 2_000_000
 
 
 class ModelFileError(ValueError):
@@ -41,9 +45,11 @@ class EvalResult(NamedTuple):
     lengths: np.ndarray
 
 
-def evaluate(algo: Any, env: EnvConfig, episodes: int = 10, seed: int = 0, deterministic: bool = True) -> EvalResult:
-    """Mean and std of the return over ``episodes`` episodes, one per sub-env, run side by side."""
-    venv, obs = env.make(num_envs=episodes, seed=seed, worker_index=EVAL_WORKER_INDEX)
+def evaluate(algo: Any, env: EnvConfig, episodes: int = 10, seed: int = 0, deterministic: bool = True,
+             worker_index: int = EVAL_WORKER_INDEX) -> EvalResult:
+    """Mean and std of the return over ``episodes`` episodes, one per sub-env, run side by side
+    (sub-env seeds from ``seed`` and ``worker_index``, envs/factory.py ``env_seeds``)."""
+    venv, obs = env.make(num_envs=episodes, seed=seed, worker_index=worker_index)
     try:
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)

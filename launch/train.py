@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from colonyrl.launch.checkpoint import load_checkpoint, save_checkpoint
 from colonyrl.launch.config import TrainConfig
 from colonyrl.launch.console import Console
-from colonyrl.launch.evaluate import EvalResult, evaluate, save_model
+from colonyrl.launch.evaluate import FINAL_EVAL_WORKER_INDEX, EvalResult, evaluate, save_model
 from colonyrl.launch.signals import StopRequest
 from colonyrl.launch.tracking import Tracker
 from colonyrl.scheme.config import from_dict, to_flat_dict
@@ -32,6 +32,16 @@ class TrainResult(NamedTuple):
     #: (env_steps, mean return) of every periodic evaluation, in order.
     evaluations: list[tuple[int, float]]
     wall_time_s: float
+    # Timings within wall_time_s (all from train()'s start), e.g. for benchmarks/ppo_cartpole.py:
+    #: Until the first ``learner.step()`` starts: tracker, scheme (workers, envs, models), resume.
+    setup_time_s: float = 0.0
+    #: Sum of the periodic evaluations' durations (the ``evaluate`` calls in the loop).
+    eval_time_s: float = 0.0
+    #: (start, end) of each periodic evaluation (aligned with ``evaluations``).
+    evaluation_times_s: tuple[tuple[float, float], ...] = ()
+    #: When training ended (the last round finished), before the last checkpoint, the final
+    #: evaluation and the model export.
+    train_end_s: float = 0.0
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -65,23 +75,26 @@ def train(cfg: TrainConfig) -> TrainResult:
                 exact = learner.load_state_dict(resumed["learner"])
                 console.resumed(resumed["path"], learner.env_steps, exact)
             checkpoints = Checkpoints(cfg, learner, tracker.run_id)
+            timing = _Timing(start)
             try:
-                evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints)
+                evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints, timing)
+                learner.finish_round()  # no-op after the loop's own; also after a stop_at_return break
+                train_end = time.perf_counter() - start
             except NonFiniteError:  # skipped updates left the weights good: keep them, then stop
                 checkpoints.save()
+                _log_changes_file(learner, tracker)
                 raise
             last = checkpoints.save()
+            _log_changes_file(learner, tracker)
             if stop.requested:
                 raise TrainingInterrupted(stop.signal or 0, last)
             learner.sync_weights()
-            final = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed)
+            # Its own seeds: not the episodes of the periodic evaluation that may have stopped the run.
+            final = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed,
+                             worker_index=FINAL_EVAL_WORKER_INDEX)
             counters = learner.counters()
             tracker.log_metrics({"eval_return": final.mean, "eval_return_std": final.std,
                                  "final_eval_return": final.mean}, step=counters["env_steps"])
-            if learner.changes:
-                tracker.log_text("\n".join(f"env_steps={c.env_steps} version={c.version} {c.kind}.{c.name}="
-                                            f"{c.value!r} workers={','.join(c.workers)}" for c in learner.changes),
-                                 "changes.log")
             model_dir = Path(run.output_dir) / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
             save_model(model_dir, learner.algo, cfg, counters)
         tracker.log_artifact(model_dir / "model.pt", "model")
@@ -89,7 +102,28 @@ def train(cfg: TrainConfig) -> TrainResult:
         wall = time.perf_counter() - start
         tracker.log_metrics({"wall_time_s": wall}, step=counters["env_steps"])
         console.final(final, counters, wall, model_dir)
-    return TrainResult(tracker.run_id, model_dir, final, counters, evaluations, wall)
+    return TrainResult(tracker.run_id, model_dir, final, counters, evaluations, wall,
+                       setup_time_s=timing.setup_s if timing.setup_s is not None else train_end,
+                       eval_time_s=timing.eval_s, evaluation_times_s=tuple(timing.evals),
+                       train_end_s=train_end)
+
+
+class _Timing:
+    """Where :func:`train`'s wall time goes (seconds from its start)."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.setup_s: float | None = None
+        self.eval_s = 0.0
+        self.evals: list[tuple[float, float]] = []
+
+
+def _log_changes_file(learner: Any, tracker: Tracker) -> None:
+    """Every runtime change as a line of ``changes.log`` (also on SIGTERM and a non-finite stop)."""
+    if learner.changes:
+        tracker.log_text("\n".join(f"env_steps={c.env_steps} version={c.version} {c.kind}.{c.name}="
+                                    f"{c.value!r} workers={','.join(c.workers)}" for c in learner.changes),
+                         "changes.log")
 
 
 def _resolve_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
@@ -122,7 +156,10 @@ class Checkpoints:
         return by_steps or by_time
 
     def maybe_save(self) -> None:
-        if self.due() and self.learner.at_round_boundary():
+        """A due checkpoint is taken at once: the round in progress is finished first (in every
+        mode, so none is postponed waiting for all GWorkers to reach a boundary together)."""
+        if self.due():
+            self.learner.finish_round()
             self.save()
 
     def save(self) -> Path:
@@ -135,30 +172,49 @@ class Checkpoints:
 
 
 def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Console, stop: StopRequest,
-                checkpoints: Checkpoints) -> list[tuple[int, float]]:
+                checkpoints: Checkpoints, timing: _Timing | None = None) -> list[tuple[int, float]]:
     run = cfg.run
     evaluations: list[tuple[int, float]] = []
     next_eval = run.eval_every or 0
     last_log = time.perf_counter()
-    logged_at = -1  # one row per env step: the step axis stays strictly increasing
+    # One row per env step: the step axis stays strictly increasing (a resumed run logged its
+    # checkpoint's step already).
+    logged_at = learner.env_steps if learner.env_steps else -1
     logged_changes = 0
     with console.progress() as progress:
         while learner.env_steps < run.total_env_steps and not stop.requested:
             _follow_schedules(cfg, learner)
-            learner.step()
-            checkpoints.maybe_save()
+            if timing is not None and timing.setup_s is None:
+                timing.setup_s = time.perf_counter() - timing.start
+            try:
+                learner.step()
+                checkpoints.maybe_save()
+            except NonFiniteError:  # the metrics up to the stop reach MLflow too
+                if learner.env_steps != logged_at:
+                    _log(learner, tracker, console)
+                raise
             if len(learner.changes) > logged_changes:
                 _log_changes(learner.changes[logged_changes:], tracker)
                 logged_changes = len(learner.changes)
             progress(learner.env_steps)
+            ending = learner.env_steps >= run.total_env_steps or stop.requested
+            if ending:  # the last round's remaining updates come before the last row
+                learner.finish_round()
             now = time.perf_counter()
-            if now - last_log >= run.log_every_s and learner.env_steps != logged_at:
+            if (ending or now - last_log >= run.log_every_s) and learner.env_steps != logged_at:
                 _log(learner, tracker, console)
                 last_log, logged_at = now, learner.env_steps
             if run.eval_every and learner.env_steps >= next_eval:
-                next_eval += run.eval_every
+                while next_eval <= learner.env_steps:
+                    next_eval += run.eval_every
+                learner.finish_round()  # evaluate the policy the round's data trained, not a partial one
                 learner.sync_weights()
+                eval_start = time.perf_counter()
                 result = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed)
+                if timing is not None:
+                    eval_end = time.perf_counter()
+                    timing.eval_s += eval_end - eval_start
+                    timing.evals.append((eval_start - timing.start, eval_end - timing.start))
                 evaluations.append((learner.env_steps, result.mean))
                 tracker.log_metrics({"eval_return": result.mean, "eval_return_std": result.std},
                                     step=learner.env_steps)

@@ -1,8 +1,13 @@
 """Decentralized update: GWorkers all-reduce their gradients and each applies the average.
 
-torch.distributed with gloo on CPU (nccl when every GWorker has a GPU). Measured here: a 1M-float
-all-reduce between two Ray actors took ~4.2 ms median, against ~25 ms for gather-mean-broadcast
-through the object store (platform.md §3.3).
+torch.distributed with gloo for CPU parameters, nccl for CUDA ones: the backend follows the device
+of the tensors reduced, not whether a GPU is visible (PyTorch docs, "torch.distributed", Backends).
+Measured here: a 1M-float all-reduce between two Ray actors took ~4.2 ms median, against ~25 ms
+for gather-mean-broadcast through the object store (platform.md §3.3).
+
+Rank 0 hosts the rendezvous on its node's Ray IP (``ray.util.get_node_ip_address()``, the address
+Ray's own nodes reach each other on): the hostname may resolve to 127.0.0.1, which ranks on other
+nodes would dial as their own loopback.
 """
 
 from __future__ import annotations
@@ -14,16 +19,39 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["free_address", "AllReduce"]
+__all__ = ["backend_for", "node_ip", "free_address", "AllReduce"]
+
+LOOPBACK = "127.0.0.1"
+
+
+def backend_for(device: torch.device | str) -> str:
+    """The torch.distributed backend for tensors on ``device``: nccl for CUDA tensors (when this
+    torch has NCCL), gloo otherwise. NCCL reduces only CUDA tensors; gloo reduces CPU tensors (and
+    CUDA ones, slower) (PyTorch docs, "torch.distributed", Backends)."""
+    if torch.device(device).type == "cuda" and dist.is_nccl_available():
+        return "nccl"
+    return "gloo"
+
+
+def node_ip() -> str:
+    """This node's IP as Ray reports it, inside Ray (a driver or a worker); loopback outside Ray,
+    where every rank runs on this machine."""
+    import ray  # here, not at the top: only scheme/remote.py imports Ray there
+
+    # Connected (a driver after ray.init, or any worker), this is the node's own IP; before that,
+    # Ray only guesses one and ignores `ray start --node-ip-address` (note on get_node_ip_address
+    # in ray/_private/services.py).
+    return ray.util.get_node_ip_address() if ray.is_initialized() else LOOPBACK
 
 
 def free_address() -> str:
-    """``tcp://host:port`` of a free port on this node, for rank 0 to host the rendezvous."""
-    host = socket.gethostbyname(socket.gethostname())
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
+    """``tcp://host:port`` of a free port on this node's IP, for rank 0 to host the rendezvous."""
+    host = node_ip()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))  # free on the address the other ranks will dial
         port = s.getsockname()[1]
-    return f"tcp://{host}:{port}"
+    return f"tcp://[{host}]:{port}" if family == socket.AF_INET6 else f"tcp://{host}:{port}"
 
 
 class AllReduce:
@@ -34,17 +62,20 @@ class AllReduce:
     are not blocked and the average stays that of the union minibatch.
     """
 
-    def __init__(self, address: str, rank: int, world_size: int, timeout_s: float) -> None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, init_method=address, rank=rank, world_size=world_size,
+    def __init__(self, address: str, rank: int, world_size: int, timeout_s: float,
+                 device: torch.device | str = "cpu") -> None:
+        """``device``: where the reduced tensors (the parameters) live; it picks the backend."""
+        self.device = torch.device(device)
+        self.backend = backend_for(self.device)
+        dist.init_process_group(self.backend, init_method=address, rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=timeout_s))
-        self.rank, self.world_size = rank, world_size
+        self.address, self.rank, self.world_size = address, rank, world_size
 
     def average(self, grads: Sequence[torch.Tensor] | None, num_samples: int,
                 like: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
         """The sample-weighted mean over all ranks; None if no rank had gradients."""
         sizes = [p.numel() for p in like]
-        flat = torch.zeros(sum(sizes) + 1)
+        flat = torch.zeros(sum(sizes) + 1, device=self.device)  # on the backend's device
         if grads is not None:
             torch.cat([g.reshape(-1) for g in grads], out=flat[:-1])
             flat[:-1] *= num_samples

@@ -66,6 +66,12 @@ class Components:
             raise ConfigError("update_parameter.kind", kind, "one of " + ", ".join(map(repr, PARAMETER_KINDS)))
         return dataclasses.replace(self, **{kind: getattr(self, kind).check_parameter(name, value)})
 
+    def used_in_collection(self, kind: str, name: str) -> bool:
+        """Whether CWorkers use parameter ``kind.name`` (as the algorithm and storage declare):
+        only those are sent to them, so a schedule never queues behind their rollouts in flight."""
+        declared = self.algo.acting_parameters if kind == "algo" else self.storage.collection_parameters
+        return name in declared
+
     def with_component(self, kind: str, config: object) -> Components:
         """A copy with the ``kind`` component replaced by ``config``, validated first.
 

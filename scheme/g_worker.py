@@ -1,8 +1,10 @@
 """GWorker: turns its CWorkers' rollouts into gradients, one minibatch per call.
 
-``step`` = make sure there is data (a collection round through the collection strategy when the
-current batch is used up) -> next minibatch -> ``algo.compute_gradients``. The Learner applies the
-gradients; the GWorker never steps an optimizer in central mode.
+A round is collected (through the collection strategy) and prepared (GAE) either by
+``start_round``, when the Learner starts it on every GWorker together and merges their advantage
+statistics, or inside ``step`` when the batch is used up (async gradients). ``step`` = next
+minibatch -> ``algo.compute_gradients``. The Learner applies the gradients; the GWorker never
+steps an optimizer in central mode.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import numpy as np
 import torch
 
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Rollout, Weights
+from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
 from colonyrl.scheme.runtime import init_process
 from colonyrl.scheme.strategies import CollectionStrategy, SyncCollection, all_finite
 from colonyrl.scheme.wire import Packed, unpack
 from colonyrl.scheme.worker_set import CWorkerSpec, make_cworker_set
+from colonyrl.storage.rollout import Moments
 
 __all__ = ["GWorker"]
 
@@ -66,6 +69,9 @@ class GWorker:
         self.generator = torch.Generator().manual_seed(components.seed * 1000 + index)
         self._batches: Iterator[Any] = iter(())
         self._next_batch: Any = None  # the next minibatch; None at a round boundary
+        self._prepared = False  # a round collected by start_round, minibatches not yet drawn
+        # What the round(s) collected since the last packet report with the next packet.
+        self._round_env_steps, self._round_episodes, self._round_info = 0, [], {}
         self._data_version = 0.0
         self.allreduce: Any = None  # set by init_allreduce in decentralized mode
 
@@ -74,32 +80,52 @@ class GWorker:
             self.algo.set_weights(weights.arrays)
             self.version = weights.version
 
-    def step(self, version: int, weights: Weights | None = None) -> GradientPacket:
-        """Gradients of the next minibatch, computed with the weights of ``version``."""
+    def start_round(self, version: int, weights: Weights | None = None) -> Moments:
+        """Collect a round with the weights of ``version`` and prepare it (GAE); return the moments
+        of its advantages, which the Learner merges over every GWorker that started the round and
+        hands back with the next :meth:`step`. Minibatches are drawn only from then on."""
         if weights is not None:
             self.set_weights(weights)
         self.version = version
-        env_steps, finished, info = 0, [], {}
-        while self._next_batch is None:  # the round is over: collect the next one
-            rollouts, round_info = self._collect()
-            env_steps += sum(r.env_steps for r in rollouts)
-            finished.extend(r.episodes for r in rollouts)
-            info.update(round_info)
+        self._collect()
+        return self.storage.advantage_moments
+
+    def step(self, version: int, weights: Weights | None = None, collect: bool = True,
+             round_moments: Moments | None = None) -> GradientPacket:
+        """Gradients of the next minibatch, computed with the weights of ``version``.
+
+        At a round boundary a new round is collected first (its own advantage statistics) unless
+        ``collect`` is False: then the GWorker idles (no gradients; decentralized, it still joins
+        the all-reduce with zero samples) so the Learner can end a round everywhere.
+        """
+        if weights is not None:
+            self.set_weights(weights)
+        self.version = version
+        if self._prepared:  # a round from start_round: its minibatches use the union's statistics
+            self._start_batches(round_moments)
+        while collect and self._next_batch is None:  # the round is over: collect the next one
+            self._collect()
+            self._start_batches(None)
+        env_steps, episodes, info = self._round_env_steps, EpisodeStats.concat(self._round_episodes), self._round_info
+        self._round_env_steps, self._round_episodes, self._round_info = 0, [], {}
         batch = self._next_batch
-        # Prefetch, so the end of a round is known as soon as its last minibatch is taken.
-        self._next_batch = next(self._batches, None)  # type: ignore[arg-type]
-        start = time.perf_counter()
-        grads, grad_info = self.algo.compute_gradients(batch)
-        info.update(grad_info)
-        info["grad_time_s"] = time.perf_counter() - start
-        if grads is None:  # early stop (e.g. PPO target_kl): the rest of this batch is dropped
-            self._next_batch = None
+        grads, num_samples = None, 0
+        if batch is not None:
+            # Prefetch, so the end of a round is known as soon as its last minibatch is taken.
+            self._next_batch = next(self._batches, None)  # type: ignore[arg-type]
+            start = time.perf_counter()
+            grads, grad_info = self.algo.compute_gradients(batch)
+            info.update(grad_info)
+            info["grad_time_s"] = time.perf_counter() - start
+            num_samples = int(batch.obs.shape[0])
+            if grads is None:  # early stop (e.g. PPO target_kl): the rest of this batch is dropped
+                self._next_batch = None
         if self.allreduce is not None:  # decentralized: average with the others, apply here
-            grads = self._apply_allreduced(grads, int(batch.obs.shape[0]), info)
+            grads = self._apply_allreduced(grads, num_samples, info)
         elif grads is not None and self.numpy_grads:
             grads = [g.numpy() for g in grads]
-        return GradientPacket(self.version, self._data_version, self.name, grads, int(batch.obs.shape[0]),
-                              env_steps, EpisodeStats.concat(finished), info)
+        return GradientPacket(self.version, self._data_version, self.name, grads, num_samples,
+                              env_steps, episodes, info, round_done=self.at_round_boundary())
 
     def _apply_allreduced(self, grads: list[Any] | None, num_samples: int, info: dict[str, float]) -> None:
         start = time.perf_counter()
@@ -120,7 +146,8 @@ class GWorker:
     def init_allreduce(self, address: str, rank: int, world_size: int, timeout_s: float) -> str:
         from colonyrl.scheme.collective import AllReduce
 
-        self.allreduce = AllReduce(address, rank, world_size, timeout_s)
+        # the parameters' device picks the backend (gloo for CPU, nccl for CUDA) and the buffer's place
+        self.allreduce = AllReduce(address, rank, world_size, timeout_s, self.algo.parameters()[0].device)
         return self.name
 
     def leave_allreduce(self) -> str:
@@ -139,7 +166,9 @@ class GWorker:
         self.version = state["version"]
         return self.name
 
-    def _collect(self) -> tuple[list[Rollout], dict[str, float]]:
+    def _collect(self) -> None:
+        """One collection round into the storage, GAE included; what it reports (env steps,
+        episodes, timings) goes out with the next packet."""
         start = time.perf_counter()
         weights = Weights(self.version, self.algo.get_weights())
         rollouts = self.collection.collect(self.cworkers, weights)
@@ -151,10 +180,9 @@ class GWorker:
             raw += r.info.get("raw_bytes", 0.0)
             wire += r.info.get("wire_bytes", 0.0)
         info = self.storage.before_gradients()
-        cfg = self.algo.config
-        self._batches = self.storage.generate_batches(cfg.num_epochs, cfg.minibatch_size, self.generator)
-        self._next_batch = next(self._batches, None)
+        self._prepared = True
         self._data_version = float(np.mean([r.version for r in rollouts]))
+        collection = self.collection.stats()
         info.update(
             collect_time_s=collect_wall,
             prepare_time_s=time.perf_counter() - start - collect_wall,
@@ -164,19 +192,31 @@ class GWorker:
             # per worker, so a slow CWorker shows up by name in MLflow
             **{f"collect_fps/{r.worker}": r.info["collect_fps"] for r in rollouts},
             **{f"policy_lag/{r.worker}": self.version - r.version for r in rollouts},
-            **self.collection.stats(),
+            **collection,
             **self.cworkers.stats(),
         )
-        return rollouts, info
+        # Rollouts dropped as too old were still stepped in the env: they count as env steps.
+        self._round_env_steps += sum(r.env_steps for r in rollouts) + int(collection.get("dropped_env_steps", 0))
+        self._round_episodes.extend(r.episodes for r in rollouts)
+        self._round_info.update(info)
+
+    def _start_batches(self, moments: Moments | None) -> None:
+        cfg = self.algo.config
+        self._batches = self.storage.generate_batches(cfg.num_epochs, cfg.minibatch_size, self.generator, moments)
+        self._next_batch = next(self._batches, None)
+        self._prepared = False
 
     # -- runtime changes (issue 3): take effect at the next minibatch / collection round ------------
     def update_parameter(self, kind: str, name: str, value: object) -> list[str]:
-        """Apply here and in every CWorker; return the names of all workers that applied it."""
+        """Apply here, and in every CWorker if collection uses it; return the names of the workers
+        that applied it. CWorkers re-created later are built with it either way."""
         self.components = self.cworkers.components = self.components.with_parameter(kind, name, value)
         if kind == "storage":
             self.storage.update_parameter(name, value)
         elif self.owns_algo:
             self.algo.update_parameter(name, value)
+        if not self.components.used_in_collection(kind, name):
+            return [self.name]
         return [self.name, *self.cworkers.call("update_parameter", kind, name, value)]
 
     def replace_component(self, kind: str, config: object) -> list[str]:
@@ -188,12 +228,12 @@ class GWorker:
 
     # -- checkpoints: taken between collection rounds (no minibatch iterator in flight) ----------------
     def at_round_boundary(self) -> bool:
-        return self._next_batch is None
+        return self._next_batch is None and not self._prepared
 
     def get_state(self) -> dict[str, Any]:
         """Everything this GWorker and its CWorkers need to continue exactly (not the weights and
         optimizer: the Learner holds those, or, decentralized, ``algo`` below)."""
-        if self._next_batch is not None:
+        if not self.at_round_boundary():
             raise RuntimeError(f"{self.name}: state is taken between collection rounds only")
         return {"name": self.name, "version": self.version, "generator": self.generator.get_state(),
                 "algo": self.algo.state_dict() if self.owns_algo else None,

@@ -24,7 +24,7 @@ __all__ = ["Learner", "Metrics", "Change", "NonFiniteError"]
 # Packet info keys that are durations: summed over a logging window and reported as time shares.
 _TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
 # Packet info keys that are counts of events since the worker's previous packet: running totals.
-_COUNTS = ("dropped_rollouts", "restarts", "gworker_restarts", "lost_env_steps", "preemptions",
+_COUNTS = ("dropped_rollouts", "dropped_env_steps", "restarts", "gworker_restarts", "lost_env_steps", "preemptions",
            "nonfinite_updates")
 
 
@@ -91,25 +91,41 @@ class Learner:
         self.num_episodes = 0
         self.totals = dict.fromkeys(_COUNTS, 0)
         self.metrics = Metrics()
+        self._round_env_steps: dict[str, int] = {}  # per GWorker: env steps of its round in progress
         self._weights: Weights | None = None
         self.broadcast()
         self._window_start = time.perf_counter()
         self._window_steps = 0
 
     # -- the three verbs ---------------------------------------------------------------------------
-    def step(self) -> dict[str, float]:
-        packets = self.gather()
+    def step(self, collect: bool = True) -> dict[str, float]:
+        """One update. ``collect=False`` starts no new collection round (see :meth:`finish_round`)."""
+        packets = self.gather(collect)
         info = self.apply(packets)
         self.broadcast()
         return info
 
-    def gather(self) -> list[GradientPacket]:
+    def finish_round(self) -> int:
+        """Step until every GWorker has used up its round, without collecting a new one, so the
+        last round gets all its epochs x minibatches and worker state is exact (checkpoints, the
+        end of training). Returns the number of steps taken."""
+        steps = 0
+        while not self.at_round_boundary():
+            self.step(collect=False)
+            steps += 1
+        return steps
+
+    def gather(self, collect: bool = True) -> list[GradientPacket]:
         start = time.perf_counter()
-        packets = self.gradients.gather(self.gworkers, self.version, self._weights)
+        packets = self.gradients.gather(self.gworkers, self.version, self._weights, collect)
         self.metrics.add({"gather_time_s": time.perf_counter() - start})
         for key, count in self.gworkers.stats().items():  # GWorkers re-created after a node loss
             self.totals[key] += int(count)
+        # A lost GWorker's round in progress was collected but not (fully) trained on: lost.
+        for name in self.gworkers.pop_replaced():
+            self.totals["lost_env_steps"] += self._round_env_steps.pop(name, 0)
         for p in packets:
+            self._round_env_steps[p.worker] = 0 if p.round_done else self._round_env_steps.get(p.worker, 0) + p.env_steps
             self.env_steps += p.env_steps
             self._window_steps += p.env_steps
             self.num_episodes += len(p.episodes.returns)
@@ -117,9 +133,10 @@ class Learner:
             for key in _COUNTS:
                 self.totals[key] += int(p.info.get(key, 0))
             self.metrics.add({k: v for k, v in p.info.items() if k not in self.totals})
-            staleness = self.version - p.weights_version
-            self.metrics.add({"policy_lag": self.version - p.data_version, "gradient_staleness": staleness,
-                              f"gradient_staleness/{p.worker}": staleness})
+            if p.num_samples:  # an idle GWorker (waiting for the others to end a round) has no lag
+                staleness = self.version - p.weights_version
+                self.metrics.add({"policy_lag": self.version - p.data_version, "gradient_staleness": staleness,
+                                  f"gradient_staleness/{p.worker}": staleness})
         return packets
 
     def apply(self, packets: Sequence[GradientPacket]) -> dict[str, float]:
@@ -157,12 +174,16 @@ class Learner:
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def at_round_boundary(self) -> bool:
-        """True when every GWorker has used up its batch: worker state is small and exact then."""
-        return all(self.gworkers.call("at_round_boundary"))
+        """True when every GWorker has used up its round (as its last packet said) and no step is
+        in flight: worker state is small and exact then."""
+        return self.gradients.at_round_boundary(self.gworkers)
 
     def state_dict(self, workers: bool = True) -> dict[str, Any]:
-        """Weights, optimizer, counters and (at a round boundary) every worker's env and RNG state."""
-        self.sync_weights()
+        """Weights, optimizer, counters and (at a round boundary) every worker's env and RNG state.
+
+        The optimizer is the one in use: decentralized, the GWorkers' (pulled from one of them;
+        all replicas are equal), never the Learner's idle copy."""
+        self.update.pull_state(self.algo, self.gworkers)
         return {"algo": self.algo.state_dict(), "counters": self.counters(), "totals": dict(self.totals),
                 "workers": self.gworkers.call("get_state") if workers else None,
                 "worker_names": list(self.worker_names)}
@@ -178,7 +199,7 @@ class Learner:
         self.totals.update(state["totals"])
         self._weights = None
         self.broadcast()
-        self.update.push_weights(self.algo, self.gworkers, self.version)
+        self.update.push_state(self.algo, self.gworkers, self.version)
         if state["workers"] is None or list(state["worker_names"]) != list(self.worker_names):
             return False
         self.gworkers.call_each("set_state", state["workers"])
@@ -186,11 +207,12 @@ class Learner:
 
     # -- runtime changes: validated here first, so a bad one changes nothing anywhere ------------------
     def update_algorithm_parameter(self, name: str, value: Any) -> Change:
-        """Change an algorithm hyperparameter (e.g. ``lr``) in every worker; acknowledged by all."""
+        """Change an algorithm hyperparameter (e.g. ``lr``) in every worker that uses it (every
+        GWorker; CWorkers only if acting uses it); acknowledged by each of them."""
         return self._update_parameter("algo", name, value)
 
     def update_storage_parameter(self, name: str, value: Any) -> Change:
-        """Change a storage parameter (e.g. ``gamma``) in every worker; acknowledged by all."""
+        """Change a storage parameter (e.g. ``gamma``) in every worker that uses it; acknowledged."""
         return self._update_parameter("storage", name, value)
 
     def replace_component(self, kind: str, config: Any) -> Change:
@@ -206,13 +228,15 @@ class Learner:
         if kind == "algo":
             self.algo.update_parameter(name, value)
         self.gworkers.components = components
-        acks = self._everywhere("update_parameter", kind, name, value)
+        # CWorkers are told only what collection uses (the algorithm and storage declare it).
+        expected = (self.worker_names if components.used_in_collection(kind, name) else self.gworkers.names)
+        acks = self._everywhere("update_parameter", kind, name, value, expected=expected)
         self.components = components
         return self._record(kind, name, value, acks)
 
-    def _everywhere(self, method: str, *args: Any) -> tuple[str, ...]:
+    def _everywhere(self, method: str, *args: Any, expected: Sequence[str] | None = None) -> tuple[str, ...]:
         acks = tuple(name for per_gworker in self.gworkers.call(method, *args) for name in per_gworker)
-        missing = set(self.worker_names) - set(acks)
+        missing = set(self.worker_names if expected is None else expected) - set(acks)
         if missing:
             raise RuntimeError(f"{method}{args[:2]} was not acknowledged by {sorted(missing)}")
         return acks

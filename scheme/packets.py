@@ -76,3 +76,6 @@ class GradientPacket(NamedTuple):
     env_steps: int  # env steps collected for this packet since the worker's previous packet
     episodes: EpisodeStats
     info: dict[str, float]  # loss terms and timings
+    #: True when this GWorker has used up its round (the next step would start a new one): the
+    #: Learner finishes rounds, checkpoints and evaluates at these boundaries.
+    round_done: bool = True

@@ -62,8 +62,12 @@ class SchemeConfig(Config):
     fraction_workers: float = param(1.0, gt=0.0, le=1.0)
     #: A CWorker told to stop stops only once it has this fraction of its steps.
     fraction_samples: float = param(1.0, gt=0.0, le=1.0)
-    #: Async collection drops (and counts) rollouts older than this many policy versions.
-    max_policy_lag: int | None = param(None, ge=0)
+    #: Async collection drops (and counts, as ``dropped_rollouts`` and ``dropped_env_steps``)
+    #: rollouts older than this many policy versions. One version = one applied update (the
+    #: ``policy_lag`` metric is in the same unit); async PPO's lag is about one round's updates
+    #: (epochs x minibatches, e.g. 24 for the CartPole preset), so K must be well above that.
+    #: The default is Sample Factory's (``max_policy_lag=1000`` SGD steps); None: no limit.
+    max_policy_lag: int | None = param(1000, ge=0)
     #: Non-finite updates are skipped; this many in a row stop training with an error.
     max_nonfinite_in_a_row: int = param(10, ge=1)
     #: Longest wait for any worker call before it is reported by name.

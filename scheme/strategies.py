@@ -16,6 +16,7 @@ import torch
 
 from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
+from colonyrl.storage.rollout import Moments
 
 if TYPE_CHECKING:
     from colonyrl.scheme.worker_set import CWorkerSet, GWorkerSet
@@ -68,6 +69,7 @@ class AsyncCollection:
         self.max_policy_lag, self.timeout_s = max_policy_lag, timeout_s
         self.in_flight: dict[Any, int] = {}
         self.dropped = 0
+        self.dropped_env_steps = 0
 
     def collect(self, cworkers: CWorkerSet, weights: Weights) -> list[Rollout]:
         prepared = cworkers.prepare(weights)  # one object put for every worker
@@ -92,14 +94,16 @@ class AsyncCollection:
                 self.in_flight[cworkers.submit(i, prepared)] = i  # keep it collecting, newest weights
                 if self.max_policy_lag is not None and weights.version - rollout.version > self.max_policy_lag:
                     self.dropped += 1
+                    self.dropped_env_steps += rollout.env_steps
                     continue
                 taken.append(rollout)
         return taken
 
     def stats(self) -> dict[str, float]:
         """Counts since the previous call (the Learner keeps the running totals)."""
-        dropped, self.dropped = self.dropped, 0
-        return {"dropped_rollouts": float(dropped)}
+        out = {"dropped_rollouts": float(self.dropped), "dropped_env_steps": float(self.dropped_env_steps)}
+        self.dropped = self.dropped_env_steps = 0
+        return out
 
     def close(self, cworkers: CWorkerSet) -> None:
         """Wait for the rollouts still being collected so no worker is cut off mid-step."""
@@ -113,32 +117,74 @@ class AsyncCollection:
 
 
 class GradientStrategy(Protocol):
-    def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None) -> list[GradientPacket]: ...
+    def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None,
+               collect: bool = True) -> list[GradientPacket]: ...
+    def at_round_boundary(self, gworkers: GWorkerSet) -> bool: ...
+
+
+class _Boundaries:
+    """Which GWorkers have used up their round, as their last packets said (typed, no extra call)."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, bool] = {}
+
+    def record(self, packets: Sequence[GradientPacket]) -> None:
+        for p in packets:
+            self.done[p.worker] = p.round_done
+
+    def all_done(self, names: Sequence[str]) -> bool:
+        return all(self.done.get(n, True) for n in names)  # a GWorker not heard from has no round
 
 
 class SyncGradients:
-    """Every GWorker computes one minibatch gradient with the same weights version; wait for all."""
+    """Every GWorker computes one minibatch gradient with the same weights version; wait for all.
 
-    def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None) -> list[GradientPacket]:
-        return gworkers.step(version, weights)
+    Rounds start on every GWorker together (``start_round``): the Learner merges their advantage
+    moments, so each minibatch is standardized with the statistics of the union of all rounds and
+    N GWorkers equal one GWorker on the union. A GWorker that used up its round first (a KL early
+    stop, a smaller preempted round) idles until the others are done too.
+    """
+
+    def __init__(self) -> None:
+        self.boundaries = _Boundaries()
+
+    def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None,
+               collect: bool = True) -> list[GradientPacket]:
+        moments = None
+        if collect and self.boundaries.all_done(gworkers.names):
+            moments = Moments.merge(gworkers.start_round(version, weights))
+        packets = gworkers.step(version, weights, False, moments)
+        self.boundaries.record(packets)
+        return packets
+
+    def at_round_boundary(self, gworkers: GWorkerSet) -> bool:
+        return self.boundaries.all_done(gworkers.names)
 
 
 class AsyncGradients:
     """The Learner applies each GWorker's gradients as they arrive and sends new weights back to
     that GWorker only (asynchronous SGD with a parameter server, as in DistBelief, Dean et al.
     2012). The others keep computing on the weights they have: the Learner measures that
-    staleness (its version minus the version the gradients were computed with)."""
+    staleness (its version minus the version the gradients were computed with). Each GWorker
+    starts its rounds on its own, standardizing advantages with its own round's statistics."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.in_flight: dict[Any, int] = {}
+        self.boundaries = _Boundaries()
 
-    def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None) -> list[GradientPacket]:
+    def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None,
+               collect: bool = True) -> list[GradientPacket]:
+        """One packet; with ``collect`` False, only GWorkers still inside a round are stepped, and
+        nothing (``[]``) comes back once every round is finished and nothing is in flight."""
         while True:
             busy = set(self.in_flight.values())
-            for i in range(len(gworkers.names)):
-                if i not in busy:  # an idle GWorker gets the newest weights with its next step
-                    self.in_flight[gworkers.submit(i, version, weights)] = i
+            for i, name in enumerate(gworkers.names):
+                # an idle GWorker gets the newest weights with its next step
+                if i not in busy and (collect or not self.boundaries.done.get(name, True)):
+                    self.in_flight[gworkers.submit(i, version, weights, collect)] = i
+            if not self.in_flight:
+                return []
             ready = gworkers.wait(list(self.in_flight), self.timeout_s)
             if not ready:
                 raise WorkerTimeoutError([gworkers.names[i] for i in self.in_flight.values()], "step",
@@ -146,15 +192,23 @@ class AsyncGradients:
             handle = ready[0]  # one packet per Learner step: each is applied on its own
             i = self.in_flight.pop(handle)
             try:
-                return [gworkers.result(handle, i)]
-            except WorkerDiedError:  # node lost: re-created, and resubmitted at the top of the loop
+                packet = gworkers.result(handle, i)
+            except WorkerDiedError:  # node lost: re-created (no round), resubmitted at the top of the loop
                 gworkers.heal([i])
+                self.boundaries.done[gworkers.names[i]] = True
+                continue
+            self.boundaries.record([packet])
+            return [packet]
+
+    def at_round_boundary(self, gworkers: GWorkerSet) -> bool:
+        return not self.in_flight and self.boundaries.all_done(gworkers.names)
 
 
 class UpdateStrategy(Protocol):
     def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]: ...
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None: ...
-    def push_weights(self, algo: Any, gworkers: GWorkerSet, version: int) -> None: ...
+    def pull_state(self, algo: Any, gworkers: GWorkerSet) -> None: ...
+    def push_state(self, algo: Any, gworkers: GWorkerSet, version: int) -> None: ...
 
 
 def average_gradients(packets: Sequence[GradientPacket]) -> list[Any] | None:
@@ -205,7 +259,10 @@ class CentralUpdate:
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
         """The Learner's algorithm is the master copy: nothing to pull."""
 
-    def push_weights(self, algo: Any, gworkers: GWorkerSet, version: int) -> None:
+    def pull_state(self, algo: Any, gworkers: GWorkerSet) -> None:
+        """The Learner's optimizer is the one in use: nothing to pull."""
+
+    def push_state(self, algo: Any, gworkers: GWorkerSet, version: int) -> None:
         """Nothing to push: the Learner sends its weights with every step anyway."""
 
 
@@ -222,6 +279,11 @@ class DecentralizedUpdate:
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
         algo.set_weights(gworkers.call("get_weights")[0].arrays)
 
-    def push_weights(self, algo: Any, gworkers: GWorkerSet, version: int) -> None:
-        """After a resume: every GWorker starts from the restored weights."""
-        gworkers.call("set_weights", Weights(version, algo.get_weights()))
+    def pull_state(self, algo: Any, gworkers: GWorkerSet) -> None:
+        """Weights *and* optimizer state from a GWorker (the Learner's optimizer is never stepped
+        here): what a checkpoint must hold."""
+        algo.load_state_dict(gworkers.call("algo_state")[0]["algo"])
+
+    def push_state(self, algo: Any, gworkers: GWorkerSet, version: int) -> None:
+        """After a resume: every GWorker starts from the restored weights and optimizer state."""
+        gworkers.call("set_algo_state", {"version": version, "algo": algo.state_dict()})

@@ -16,6 +16,7 @@ from colonyrl.scheme.c_worker import CWorker
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
+from colonyrl.storage.rollout import Moments
 
 __all__ = ["CWorkerSpec", "CWorkerSet", "LocalCWorkerSet", "RemoteCWorkerSet", "make_cworker_set",
            "GWorkerSet", "LocalGWorkerSet", "RemoteGWorkerSet"]
@@ -246,13 +247,16 @@ class GWorkerSet(Protocol):
 
     names: list[str]
 
-    def step(self, version: int, weights: Weights | None) -> list[GradientPacket]: ...
-    def submit(self, index: int, version: int, weights: Weights | None) -> Any: ...
+    def start_round(self, version: int, weights: Weights | None) -> list[Moments]: ...
+    def step(self, version: int, weights: Weights | None, collect: bool = True,
+             round_moments: Moments | None = None) -> list[GradientPacket]: ...
+    def submit(self, index: int, version: int, weights: Weights | None, collect: bool = True) -> Any: ...
     def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]: ...
     def result(self, handle: Any, index: int) -> GradientPacket: ...
     def call(self, method: str, *args: Any) -> list[Any]: ...
     def call_each(self, method: str, args: Sequence[Any]) -> list[Any]: ...
     def heal(self, dead: Sequence[int]) -> None: ...
+    def pop_replaced(self) -> list[str]: ...
     def stats(self) -> dict[str, float]: ...
     def close(self) -> None: ...
 
@@ -264,12 +268,16 @@ class LocalGWorkerSet:
         self.gworker = gworker
         self.names = [gworker.name]
 
-    def step(self, version: int, weights: Weights | None) -> list[GradientPacket]:
-        return [self.gworker.step(version, None)]
+    def start_round(self, version: int, weights: Weights | None) -> list[Moments]:
+        return [self.gworker.start_round(version, None)]
 
-    def submit(self, index: int, version: int, weights: Weights | None) -> cf.Future[GradientPacket]:
+    def step(self, version: int, weights: Weights | None, collect: bool = True,
+             round_moments: Moments | None = None) -> list[GradientPacket]:
+        return [self.gworker.step(version, None, collect, round_moments)]
+
+    def submit(self, index: int, version: int, weights: Weights | None, collect: bool = True) -> cf.Future[GradientPacket]:
         done: cf.Future[GradientPacket] = cf.Future()  # in-process the step runs now, in this thread
-        done.set_result(self.gworker.step(version, None))
+        done.set_result(self.gworker.step(version, None, collect))
         return done
 
     def wait(self, handles: Sequence[cf.Future[GradientPacket]], timeout_s: float) -> list[cf.Future[GradientPacket]]:
@@ -288,6 +296,9 @@ class LocalGWorkerSet:
     def heal(self, dead: Sequence[int]) -> None:
         """The GWorker shares the Learner's process: if it died, so did the Learner."""
         raise RuntimeError("the in-process GWorker failed; nothing to re-create")
+
+    def pop_replaced(self) -> list[str]:
+        return []
 
     def stats(self) -> dict[str, float]:
         return {}
@@ -321,6 +332,7 @@ class RemoteGWorkerSet:
         self._weights_version = -1
         self.restarts = 0
         self.cworker_restarts = 0
+        self.replaced: list[str] = []
         self.call("ping")  # fail fast, by name, if a worker cannot start
         if allreduce:
             self.form_allreduce()
@@ -331,12 +343,20 @@ class RemoteGWorkerSet:
             self._weights_version = weights.version
         return self._weights_ref
 
-    def step(self, version: int, weights: Weights | None) -> list[GradientPacket]:
+    def start_round(self, version: int, weights: Weights | None) -> list[Moments]:
+        """Every GWorker collects and prepares a round; a dead one is replaced and asked again."""
+        ref = self._weights(weights)
+        return self._remote.call_all(self.actors, self.names, "start_round", [(version, ref)] * len(self.actors),
+                                     self.timeout_s, self._replace_and_wait)
+
+    def step(self, version: int, weights: Weights | None, collect: bool = True,
+             round_moments: Moments | None = None) -> list[GradientPacket]:
         """One step of every GWorker. A dead GWorker is replaced and the survivors' packets are
         used; decentralized, the survivors' all-reduce failed with it, so the step is redone."""
         ref = self._weights(weights)
         while True:
-            futures = {a.step.remote(version, ref): n for a, n in zip(self.actors, self.names, strict=True)}
+            futures = {a.step.remote(version, ref, collect, round_moments): n
+                       for a, n in zip(self.actors, self.names, strict=True)}
             out = self._remote.outcomes(futures, "step", self.timeout_s, keep_errors=self.allreduce)
             dead = [i for i, x in enumerate(out) if isinstance(x, WorkerDiedError)]
             errors = [x for x in out if isinstance(x, BaseException) and not isinstance(x, WorkerDiedError)]
@@ -366,6 +386,7 @@ class RemoteGWorkerSet:
     def _replace(self, i: int) -> Any:
         self._remote.kill(self.actors[i])
         self.actors[i] = self._spawn(i, self.components)
+        self.replaced.append(self.names[i])
         self.restarts += 1
         self.cworker_restarts += self.num_col_workers
         return self.actors[i]
@@ -378,8 +399,8 @@ class RemoteGWorkerSet:
                                  for rank, (a, n) in enumerate(zip(self.actors, self.names, strict=True))},
                                 "init_allreduce", self.timeout_s)
 
-    def submit(self, index: int, version: int, weights: Weights | None) -> Any:
-        return self.actors[index].step.remote(version, self._weights(weights))
+    def submit(self, index: int, version: int, weights: Weights | None, collect: bool = True) -> Any:
+        return self.actors[index].step.remote(version, self._weights(weights), collect)
 
     def wait(self, handles: Sequence[Any], timeout_s: float) -> list[Any]:
         return self._remote.wait_any(handles, timeout_s)
@@ -398,6 +419,11 @@ class RemoteGWorkerSet:
     def _replace_and_wait(self, i: int) -> Any:
         self.heal([i])
         return self.actors[i]
+
+    def pop_replaced(self) -> list[str]:
+        """Names of the GWorkers re-created since the previous call."""
+        out, self.replaced = self.replaced, []
+        return out
 
     def stats(self) -> dict[str, float]:
         """Counts since the previous call (the Learner keeps the running totals)."""

@@ -26,7 +26,7 @@ from colonyrl.scheme.config import Config, param
 from colonyrl.scheme.packets import ROLLOUT_KEYS
 from colonyrl.storage.gae import generalized_advantage_estimate
 
-__all__ = ["RolloutConfig", "RolloutStorage", "Minibatch"]
+__all__ = ["RolloutConfig", "RolloutStorage", "Minibatch", "Moments"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +39,8 @@ class RolloutConfig(Config):
     """Discount factor used by GAE."""
     gae_lambda: float = param(0.95, ge=0.0, le=1.0, runtime=True)
     """GAE lambda (Schulman et al. 2016, arXiv:1506.02438)."""
+    #: Runtime parameters the collecting side uses (CWorkers get only these): none, GAE runs on the GWorker.
+    collection_parameters: ClassVar[frozenset[str]] = frozenset()
 
     def build(self, observation_space: gym.Space, action_space: gym.Space, num_envs: int) -> RolloutStorage:
         """A storage for ``num_envs`` sub-envs with these *single-env* spaces."""
@@ -54,6 +56,49 @@ class Minibatch(NamedTuple):
     advantages: torch.Tensor  # [B] float32, GAE
     returns: torch.Tensor  # [B] float32, advantages + values_old
     values_old: torch.Tensor  # [B] float32, V(obs) under the collecting policy
+    #: (mean, std) to standardize ``advantages`` with: those of the whole round, of every GWorker
+    #: that started it together (:class:`Moments`); None = this minibatch's own (SB3 per minibatch).
+    advantage_stats: tuple[float, float] | None = None
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The per-sample fields (everything but ``advantage_stats``), in field order."""
+        return self[:6]
+
+
+class Moments(NamedTuple):
+    """Count, mean and sum of squared deviations of a sample, mergeable exactly (Chan et al. 1979,
+    "Updating formulae and a pairwise algorithm for computing sample variances"): the statistics
+    of a union computed from those of its parts, so N GWorkers can standardize with the union's."""
+
+    count: int
+    mean: float
+    m2: float
+
+    @staticmethod
+    def of(x: np.ndarray) -> Moments:
+        x = np.asarray(x, dtype=np.float64)
+        if x.size == 0:
+            return Moments(0, 0.0, 0.0)
+        mean = float(x.mean())
+        return Moments(int(x.size), mean, float(((x - mean) ** 2).sum()))
+
+    @staticmethod
+    def merge(parts: list[Moments]) -> Moments:
+        count, mean, m2 = 0, 0.0, 0.0
+        for n, m, s in parts:
+            if n == 0:
+                continue
+            total = count + n
+            delta = m - mean
+            mean += delta * n / total
+            m2 += s + delta * delta * count * n / total
+            count = total
+        return Moments(count, mean, m2)
+
+    @property
+    def std(self) -> float:
+        """Unbiased standard deviation (torch.std's default, which SB3 and CleanRL use)."""
+        return float(np.sqrt(self.m2 / (self.count - 1))) if self.count > 1 else 0.0
 
 
 #: Which rollout array each Minibatch field is gathered from (for its trailing shape and dtype).
@@ -137,6 +182,7 @@ class RolloutStorage:
         self._rollouts: list[dict[str, np.ndarray]] = []
         self._num_samples = 0
         self._batch: Minibatch | None = None
+        self._moments = Moments(0, 0.0, 0.0)
 
     # ------------------------------------------------------------------ CWorker side
     def _allocate(self) -> dict[str, np.ndarray]:
@@ -233,7 +279,7 @@ class RolloutStorage:
         Returns ``{"num_samples", "explained_variance", "value_mean", "advantage_mean"}``.
         """
         gamma, lam = self.config.gamma, self.config.gae_lambda
-        columns: dict[str, list[np.ndarray]] = {field: [] for field in Minibatch._fields}
+        columns: dict[str, list[np.ndarray]] = {field: [] for field in _SOURCE}
         for data in self._rollouts:
             advantages, returns = generalized_advantage_estimate(
                 data["rewards"], data["values"], data["terminated"], data["truncated"], data["valid"],
@@ -246,7 +292,13 @@ class RolloutStorage:
         arrays = {field: _gather(columns[field], masks, *self.layout[_SOURCE[field]]) for field in columns}
         # _gather returns fresh writable arrays, so torch.from_numpy shares them without a copy or warning.
         self._batch = Minibatch(**{field: torch.from_numpy(array) for field, array in arrays.items()})
+        self._moments = Moments.of(arrays["advantages"])
         return self._info(arrays)
+
+    @property
+    def advantage_moments(self) -> Moments:
+        """Moments of the advantages of the batch made by the last :meth:`before_gradients`."""
+        return self._moments
 
     @staticmethod
     def _info(arrays: dict[str, np.ndarray]) -> dict[str, float]:
@@ -258,9 +310,12 @@ class RolloutStorage:
                 "value_mean": float("nan") if empty else float(np.mean(values, dtype=np.float64)),
                 "advantage_mean": float("nan") if empty else float(np.mean(advantages, dtype=np.float64))}
 
-    def generate_batches(self, num_epochs: int, minibatch_size: int,
-                         generator: torch.Generator | None = None) -> Iterator[Minibatch]:
+    def generate_batches(self, num_epochs: int, minibatch_size: int, generator: torch.Generator | None = None,
+                         advantage_moments: Moments | None = None) -> Iterator[Minibatch]:
         """Yield minibatches: per epoch a fresh permutation split into ``max(1, round(B / minibatch_size))`` chunks.
+
+        Every minibatch carries the advantage statistics of ``advantage_moments`` (the union of
+        every GWorker's round, merged by the Learner), else of this storage's whole batch.
 
         ``torch.tensor_split`` makes the chunks nearly equal (sizes differ by at most 1), so every sample
         is used exactly once per epoch even when B, which varies because invalid steps are dropped, is
@@ -274,13 +329,17 @@ class RolloutStorage:
         if size == 0:
             return
         num_minibatches = max(1, round(size / minibatch_size))
+        moments = advantage_moments if advantage_moments is not None else self._moments
+        stats = (moments.mean, moments.std)
+        tensors = self._batch.tensors()
         for _ in range(num_epochs):
             for indices in torch.tensor_split(torch.randperm(size, generator=generator), num_minibatches):
-                yield Minibatch(*(tensor[indices] for tensor in self._batch))
+                yield Minibatch(*(tensor[indices] for tensor in tensors), advantage_stats=stats)
 
     def clear(self) -> None:
         """Drop the GWorker-side rollouts and batch (the CWorker-side buffers are untouched)."""
         self._rollouts, self._num_samples, self._batch = [], 0, None
+        self._moments = Moments(0, 0.0, 0.0)
 
     def update_parameter(self, name: str, value: Any) -> None:
         """Change a runtime parameter (``gamma``, ``gae_lambda``); it applies at the next :meth:`before_gradients`.

@@ -97,9 +97,16 @@ def test_resume_onto_other_worker_counts_keeps_the_mlflow_step_axis(ray_local, t
     run = RunConfig(total_env_steps=2048, eval_episodes=2, tracking_uri=mlflow_uri, progress=False, log_every_s=0.2,
                     output_dir=str(tmp_path / "runs"), checkpoint_dir=str(tmp_path / "ckpt"))
     first = train(CFG.replace(run=run))
-    # the same run continues with 2 GWorkers x 2 CWorkers on Ray, to 4096 env steps
+    saved = _newest(tmp_path / "ckpt")["learner"]
     scheme = SchemeConfig(num_grad_workers=2, num_col_workers=2, grad_worker_resources=Resources(num_cpus=0.25),
                           col_worker_resources=Resources(num_cpus=0.25), worker_timeout_s=60.0)
+    # Resumed onto 2 GWorkers x 2 CWorkers with no steps left: the weights and the optimizer are the
+    # saved ones (a resume from fresh weights would fail here), and so is the evaluated policy.
+    same = train(CFG.replace(scheme=scheme, run=run.replace(resume=first.run_id)))
+    assert same.counters == first.counters
+    _assert_same_algo_state(saved["algo"], _newest(tmp_path / "ckpt")["learner"]["algo"])
+    np.testing.assert_array_equal(same.evaluation.returns, first.evaluation.returns)
+    # the same run continues with 2 GWorkers x 2 CWorkers on Ray, to 4096 env steps
     second = train(CFG.replace(scheme=scheme, run=run.replace(total_env_steps=4096, resume=first.run_id)))
     assert second.run_id == first.run_id
     assert second.counters["env_steps"] >= 4096 > first.counters["env_steps"] >= 2048
@@ -150,13 +157,58 @@ def test_sigterm_leaves_a_checkpoint_a_killed_run_and_no_processes(tmp_path: Pat
     assert not (_ray_processes() - before), "Ray processes left behind"
 
 
-def test_weights_after_resume_are_finite(tmp_path: Path) -> None:
-    with Scheme(CFG.scheme, CFG.components()) as scheme:
-        for _ in range(8):
-            scheme.learner.step()
-        path = save_checkpoint(tmp_path, scheme.learner, CFG, run_id=None)
-    state = load_checkpoint(path)
-    assert all(np.isfinite(v.numpy()).all() for v in state["learner"]["algo"]["actor"].values())
+def _run(tmp_path: Path, name: str, **run) -> RunConfig:
+    return RunConfig(**{"eval_episodes": 3, "track": False, "progress": False, "eval_every": None,
+                        "stop_at_return": None, "output_dir": str(tmp_path / name / "runs"),
+                        "checkpoint_dir": str(tmp_path / name / "ckpt"), **run})
+
+
+def _newest(folder: Path) -> dict:
+    """The checkpoint with the most env steps in any run folder under ``folder``."""
+    return load_checkpoint(max(folder.glob("*/ckpt-*.pt"), key=lambda p: p.name))
+
+
+def _assert_same_algo_state(a: dict, b: dict) -> None:
+    for key, value in a["actor"].items():
+        assert torch.equal(value, b["actor"][key]), key
+    assert a["optimizer"]["state"], "no optimizer state saved"
+    for x, y in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(x["exp_avg"], y["exp_avg"]) and torch.equal(x["exp_avg_sq"], y["exp_avg_sq"])
+        assert torch.equal(x["step"], y["step"])
+
+
+def test_train_ends_at_a_round_boundary_with_every_update_of_the_last_round(tmp_path: Path) -> None:
+    """The default preset: 8 envs x 32 steps = 256 env steps a round, 12 epochs x 2 minibatches =
+    24 updates a round. 512 env steps are 2 full rounds: 48 updates, not 24 + 1."""
+    result = train(BASE.replace(run=_run(tmp_path, "a", total_env_steps=512)))
+    assert result.counters["env_steps"] == 512 and result.counters["updates"] == 48
+    state = _newest(tmp_path / "a" / "ckpt")
+    assert state["learner"]["counters"]["updates"] == 48
+    assert state["learner"]["workers"] is not None  # at a round boundary: every worker's state is in it
+
+
+def test_train_512_then_resume_to_1024_is_bit_identical_to_1024_straight(tmp_path: Path) -> None:
+    straight = train(BASE.replace(run=_run(tmp_path, "straight", total_env_steps=1024)))
+    first = train(BASE.replace(run=_run(tmp_path, "split", total_env_steps=512)))
+    resumed = train(BASE.replace(run=_run(tmp_path, "split", total_env_steps=1024,
+                                          resume=str(next((tmp_path / "split" / "ckpt").iterdir())))))
+    assert first.counters["env_steps"] == 512
+    assert resumed.counters == straight.counters
+    a = _newest(tmp_path / "straight" / "ckpt")["learner"]
+    b = _newest(tmp_path / "split" / "ckpt")["learner"]
+    assert a["counters"] == b["counters"] and a["totals"] == b["totals"]
+    _assert_same_algo_state(a["algo"], b["algo"])
+    assert resumed.evaluation.mean == straight.evaluation.mean
+    np.testing.assert_array_equal(resumed.evaluation.returns, straight.evaluation.returns)
+
+
+def test_final_evaluation_uses_its_own_seeds_not_the_periodic_ones(tmp_path: Path) -> None:
+    """The periodic evaluation at 512 and the final one see the same weights (both at the round
+    boundary): on the same seeds they would score the same episodes exactly."""
+    result = train(BASE.replace(run=_run(tmp_path, "e", total_env_steps=512, eval_every=512, eval_episodes=10)))
+    ((steps, periodic),) = result.evaluations
+    assert steps == 512 == result.counters["env_steps"]
+    assert result.evaluation.mean != periodic
 
 
 def test_runtime_changes_survive_a_checkpoint_and_resume(tmp_path: Path) -> None:

@@ -105,6 +105,10 @@ def test_killed_gworker_is_recreated_with_its_cworkers(ray_local, gradients: str
         for _ in range(12):
             learner.step()
         learner.update_algorithm_parameter("lr", 5e-4)  # made before the death: the new GWorker has it
+        # g1 is inside a round (10 updates a round, 12 steps taken): the round's 2 x 4 x 32 env steps
+        # were collected and counted, and are lost with it before their last updates.
+        g1_mid_round = not learner.gworkers.call("at_round_boundary")[1]
+        assert g1_mid_round or gradients == "async"  # sync: every GWorker is at its 2nd update of round 2
         old_pid = learner.gworkers.call("pid")[1]
         os.kill(old_pid, signal.SIGKILL)
         version = learner.version
@@ -115,6 +119,7 @@ def test_killed_gworker_is_recreated_with_its_cworkers(ray_local, gradients: str
             learner.step()
         assert learner.totals["gworker_restarts"] == 1
         assert learner.totals["restarts"] == 2  # g1's two CWorkers, re-created with it
+        assert learner.totals["lost_env_steps"] == (2 * 4 * 32 if g1_mid_round else 0)
         assert learner.version >= version + 30
         assert learner.gworkers.call("pid")[1] != old_pid
         g1 = learner.gworkers.call("inspect")[1]

@@ -52,7 +52,7 @@ def test_averaged_gworker_gradients_equal_union_minibatch_gradient(sizes: tuple[
     union = _fixed_batch(sum(sizes))
     expected = _grads(algo, union)
     bounds = np.cumsum((0, *sizes))
-    parts = [Minibatch(*(t[a:b] for t in union)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    parts = [Minibatch(*(t[a:b] for t in union.tensors())) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     packets = [_packet(_grads(algo, p), len(p.obs)) for p in parts]  # numpy, as from remote GWorkers
     averaged = average_gradients(packets)
     assert len(averaged) == len(expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -36,9 +37,12 @@ def _check_everywhere(learner: Any, lr: float, gamma: float, env: EnvConfig) -> 
     workers = _every_worker(learner)
     assert {w["name"] for w in workers} == set(learner.worker_names)
     for w in workers:
-        assert w["algo"].lr == lr and w["optimizer_lrs"] == [lr], w["name"]
-        assert w["storage"].gamma == gamma, w["name"]
         assert w["components"].env == env, w["name"]
+        if "." in w["name"]:  # a CWorker ("g0.c1"): acting uses neither lr nor gamma; never sent them
+            assert w["algo"].lr == COMPONENTS.algo.lr and w["storage"].gamma == COMPONENTS.storage.gamma
+        else:
+            assert w["algo"].lr == lr and w["optimizer_lrs"] == [lr], w["name"]
+            assert w["storage"].gamma == gamma, w["name"]
 
 
 @pytest.mark.parametrize("collection", ["sync", "async"])
@@ -48,7 +52,7 @@ def test_in_process_updates_reach_the_gworker_and_cworker(collection: str) -> No
         for _ in range(3):
             learner.step()
         change = learner.update_algorithm_parameter("lr", 2.5e-4)
-        assert change.workers == ("g0", "g0.c0") and change.version == learner.version == 3
+        assert change.workers == ("g0",) and change.version == learner.version == 3  # only who uses it
         assert change.env_steps == learner.env_steps > 0
         learner.update_storage_parameter("gamma", 0.9)
         learner.update_algorithm_parameter("clip_range", 0.1)
@@ -103,7 +107,7 @@ def test_updates_reach_every_remote_gworker_and_cworker(ray_local) -> None:
         learner = scheme.learner
         learner.step()
         change = learner.update_algorithm_parameter("lr", 3e-4)
-        assert sorted(change.workers) == sorted(learner.worker_names) and len(change.workers) == 6
+        assert sorted(change.workers) == ["g0", "g1"]  # the GWorkers; CWorkers never use the lr
         learner.update_storage_parameter("gamma", 0.95)
         new_env = COMPONENTS.env.replace(max_episode_steps=30)
         learner.replace_component("env", new_env)
@@ -274,3 +278,24 @@ def test_test_env_and_storage_replacements_reach_every_remote_worker_and_take_ef
         _check_components(learner, storage=NEW_STORAGE, test_env=SHORT_TEST_ENV, env=COMPONENTS.env)
         assert len(learner.changes) == 2
         assert np.isfinite(learner.pop_metrics()["policy_loss"])
+
+
+@pytest.mark.ray
+def test_a_parameter_change_does_not_wait_for_rollouts_in_flight(ray_local) -> None:
+    """Async collection keeps every CWorker busy collecting (here >= 1.6 s per rollout of a slow env).
+    A change of lr (a schedule makes one per round) goes to the GWorker only: it returns at once
+    instead of queueing behind the rollouts in flight."""
+    import time
+
+    slow = COMPONENTS.env.replace(step_delay_s=0.05)  # 2 envs x 16 steps x 50 ms: >= 1.6 s a rollout
+    cfg = SchemeConfig(num_col_workers=2, collection="async", col_worker_resources=SMALL, worker_timeout_s=60.0)
+    with Scheme(cfg, dataclasses.replace(COMPONENTS, env=slow)) as scheme:
+        learner = scheme.learner
+        learner.step()  # the next rollouts are now being collected
+        start = time.perf_counter()
+        change = learner.update_algorithm_parameter("lr", 2e-4)
+        elapsed = time.perf_counter() - start
+        assert change.workers == ("g0",)
+        assert elapsed < 0.5, f"the change waited {elapsed:.2f} s"
+        learner.step()  # and training goes on with it
+        assert [g["lr"] for g in learner.algo.optimizer.param_groups] == [2e-4]

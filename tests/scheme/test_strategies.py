@@ -42,7 +42,10 @@ def test_async_collection_drops_and_counts_rollouts_older_than_max_policy_lag() 
     # re-sent the current weights and its next rollout is fresh (lag 0 at the first update).
     assert metrics["policy_lag"] == pytest.approx(2.0)
     assert metrics["dropped_rollouts"] == 5  # one per round after the first (a running total)
-    assert counters["env_steps"] == 6 * 64  # only the 6 rollouts that were used are counted
+    # The dropped rollouts were stepped in the env all the same: counted as env steps (honest
+    # sample efficiency), and on their own.
+    assert metrics["dropped_env_steps"] == 5 * 64
+    assert counters["env_steps"] == (6 + 5) * 64
 
 
 @pytest.mark.ray

@@ -68,7 +68,7 @@ def all_samples(store: RolloutStorage) -> Minibatch:
     """The whole batch in one minibatch, sorted by sample id (obs[:, 0])."""
     (batch,) = store.generate_batches(num_epochs=1, minibatch_size=10**6)
     order = torch.argsort(batch.obs[:, 0])
-    return Minibatch(*(tensor[order] for tensor in batch))
+    return Minibatch(*(tensor[order] for tensor in batch.tensors()), advantage_stats=batch.advantage_stats)
 
 
 # ---------------------------------------------------------------- CWorker side
