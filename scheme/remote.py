@@ -7,6 +7,8 @@ worker that did not answer (platform.md §2.5: never ``ray.get`` without a timeo
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -17,10 +19,22 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 
-__all__ = ["ensure_ray", "as_remote", "wait_named", "WorkerDiedError", "node_id"]
+__all__ = ["ensure_ray", "as_remote", "wait_named", "WorkerDiedError", "node_id", "HOT_PATH_METHODS"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+#: Actor methods on the hot path: every collection round (``collect``, ``request_stop``,
+#: ``start_round``; ``update_parameter`` too while a linear ``Schedule`` moves a parameter, see
+#: launch/train.py), every minibatch (``step``), every weights push (``set_weights``). Ray records a
+#: task event for every actor call and its GCS keeps up to ``task_events_max_num_task_in_gcs``
+#: (100,000 by default, Ray's ``ray_config_def.h``) of them: at hundreds of calls a second the GCS
+#: grows by hundreds of MB over the first minutes of a run (``benchmarks/soak.py`` measures it).
+#: Calls of these methods record none; the rare ones (ping, state, component replacements, close)
+#: keep theirs, for ``ray list tasks`` and the dashboard when something fails (parameter changes are
+#: recorded by the Learner itself: ``Learner.changes``, MLflow).
+HOT_PATH_METHODS = frozenset({"collect", "request_stop", "set_weights", "start_round", "step",
+                              "update_parameter"})
 
 
 def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int | None = None) -> bool:
@@ -69,10 +83,49 @@ def as_remote(cls: type[T], num_cpus: float, num_gpus: float = 0.0, resources: M
     ``control_group`` adds a one-thread concurrency group "control" whose calls run *while* a
     default-group call runs (a preemption signal reaching a collecting worker); the default group
     keeps one thread, so ordinary calls still run one at a time, in submission order.
+
+    Calls of the class's :data:`HOT_PATH_METHODS` record no Ray task events.
     """
     groups = {"control": 1} if control_group else None
     return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, resources=dict(resources or {}) or None,
-                      max_restarts=0, concurrency_groups=groups)(cls)
+                      max_restarts=0, concurrency_groups=groups)(_without_hot_path_task_events(cls))
+
+
+@functools.cache
+def _without_hot_path_task_events(cls: type[T]) -> type[T]:
+    """``cls``, with its :data:`HOT_PATH_METHODS` marked ``@ray.method(enable_task_events=False)``.
+
+    The worker classes stay plain (no Ray import): the marks go on a subclass of the same name
+    (so Ray's task names and process titles stay ``CWorker.collect``, ``ray::CWorker``) whose hot
+    methods forward to the class's own. Ray reads the mark per method when it makes the actor
+    class (``ray/actor.py``, ``_ActorClassMethodMetadata.create``), and a call's
+    ``.options(concurrency_group=...)`` keeps it. Ray also has an actor-wide switch
+    (``ray.remote(enable_task_events=False)``), which would hide the rare calls too.
+    """
+    methods = {}
+    for name in sorted(HOT_PATH_METHODS):
+        f = inspect.getattr_static(cls, name, None)
+        if inspect.isfunction(f):  # an instance method (not a static or class method)
+            methods[name] = ray.method(enable_task_events=False)(_forward(f))
+    if not methods:
+        return cls
+    return type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                                       "__doc__": cls.__doc__, **methods})
+
+
+def _forward(f: Callable[..., Any]) -> Callable[..., Any]:
+    if not inspect.isfunction(f) or inspect.iscoroutinefunction(f) or inspect.isgeneratorfunction(f) \
+            or inspect.isasyncgenfunction(f):  # Ray treats these apart; a plain forwarder would hide it
+        raise TypeError(f"{f.__qualname__}: only plain methods can be marked as hot-path methods")
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return f(self, *args, **kwargs)
+
+    method.__name__, method.__qualname__, method.__doc__ = f.__name__, f.__qualname__, f.__doc__
+    # Not functools.wraps: Ray unwraps ``__wrapped__`` and would read the (unmarked) original. The
+    # signature is the original's, so Ray still checks a call's arguments at ``.remote()``.
+    method.__signature__ = inspect.signature(f)  # type: ignore[attr-defined]
+    return method
 
 
 def wait_named(futures: Mapping[Any, str], stage: str, timeout_s: float) -> list[Any]:
