@@ -33,9 +33,10 @@ def evaluate_policy_fn(policy: Callable[[Any], Any], seed: int, episodes: int = 
                        env_id: str = "CartPole-v1") -> tuple[float, list[float]]:
     """Mean return of ``episodes`` episodes of a deterministic policy on fresh envs.
 
-    ``policy(obs_batch: np.ndarray [episodes, *obs_shape]) -> actions [episodes]``. The episodes run
-    side by side in one ``SyncVectorEnv`` (built fresh for every call); each sub-env counts its first
-    episode only, and the loop ends when every sub-env has finished one.
+    ``policy(obs_batch: np.ndarray [episodes, *obs_shape]) -> actions [episodes, *action_shape]``
+    (``[episodes]`` for Discrete). The episodes run side by side in one ``SyncVectorEnv`` (built fresh
+    for every call); each sub-env counts its first episode only, and the loop ends when every sub-env
+    has finished one.
     """
     import gymnasium as gym
     import numpy as np
@@ -46,7 +47,7 @@ def evaluate_policy_fn(policy: Callable[[Any], Any], seed: int, episodes: int = 
         returns = np.zeros(episodes)
         running = np.ones(episodes, dtype=bool)
         while running.any():
-            actions = np.asarray(policy(obs)).reshape(episodes)
+            actions = np.asarray(policy(obs)).reshape(episodes, *venv.single_action_space.shape)
             obs, reward, terminated, truncated, _ = venv.step(actions)
             returns += np.where(running, reward, 0.0)
             running &= ~(terminated | truncated)
