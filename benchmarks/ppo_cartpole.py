@@ -1,16 +1,30 @@
-"""PPO on CartPole-v1: colonyrl against SB3, with the protocol the peers were measured with.
+"""PPO on CartPole-v1: colonyrl against SB3, timing what colonyrl ships.
 
-Protocol (shared/research/baselines.md, section 2):
+Protocol:
 
-* evaluate whenever the env-step counter crosses a multiple of 10k: 10 deterministic episodes on
-  fresh CartPole-v1 envs, through one evaluator shared by every system (``common.evaluate_policy_fn``),
-  seeded identically for every system;
-* solved at a mean return >= 475; stop at the solve or at the cap (100k env steps);
+* the colonyrl rows run the shipped training path, ``colonyrl.launch.train.train(TrainConfig)``, with
+  ``RunConfig(eval_every=10_000, eval_episodes=10, stop_at_return=475, total_env_steps=cap, seed)``
+  (tracking and console off, checkpoints only at the end, output in a temporary folder); the
+  SB3-hparams row anneals lr and clip_range to 0 over the cap with ``TrainConfig.schedules`` (the
+  RL Zoo's ``lin_1e-3`` / ``lin_0.2``);
+* every system is judged by one evaluator, ``colonyrl.launch.evaluate.evaluate``: 10 deterministic
+  episodes on fresh CartPole-v1 envs seeded with the run's seed and ``EVAL_WORKER_INDEX``, the
+  episodes of train()'s periodic evaluations; the SB3 model is evaluated through a small adapter
+  (``SB3Acting``) with the same call. train() evaluates at the round boundary after the env-step
+  counter crosses a multiple of 10k (the round finished first); SB3 at the env step that crosses it
+  (a ``BaseCallback``, like SB3's own ``EvalCallback``);
+* solved at a mean return >= 475: train() stops there (its ``stop_at_return``), as does SB3's
+  callback; otherwise at the cap (100k env steps);
 * seeds 0, 1, 2, each seed of each system in a fresh Python process (this file with ``--worker``),
   systems alternating within one invocation (seed 0: A, B, C, D; seed 1: A, B, C, D; ...);
-* wall-clock starts after imports, before any env, model or Ray instance is built, and includes
-  evaluation; setup (until the first env step / first ``learner.step``) and evaluation time are
-  reported separately; training env steps/s = env steps / (wall - setup - evaluation).
+* timing excludes imports (torch's lazily imported compiler stack too, which ``torch.optim.Adam``
+  pulls in on construction, and ``torch.export``, which the model export uses): colonyrl's wall
+  clock is the ``train()`` call; SB3's starts before its env and model are built and ends when
+  ``learn`` returns. Wall-clock to solve is the time at the end of the solving evaluation. Setup
+  (until the first ``learner.step`` / first env step) and evaluation time are reported separately
+  (``TrainResult.setup_time_s``, ``eval_time_s``, ``evaluation_times_s``), as is what train() does
+  after training (last checkpoint, final evaluation on its own seeds, model export: "wrap-up");
+  training env steps/s = env steps / (time to the end of training - setup - evaluation).
 
 ``--no-early-stop`` trains every run to the cap: the steady-state throughput.
 
@@ -28,7 +42,6 @@ import time
 _T_MODULE = time.perf_counter()  # imports are timed from here (interpreter start is not)
 
 import argparse  # noqa: E402
-import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -45,9 +58,8 @@ HERE = Path(__file__).resolve().parent
 RESULT_MARK = "@@RESULT@@ "
 DEFAULT_CAP = 100_000
 #: Schedules of the SB3 zoo anneal to 0 over its n_timesteps (1e5); the colonyrl SB3-hparam row
-#: follows the same horizon (the cap).
-CLIP_FLOOR = 1e-8  # colonyrl requires clip_range > 0 and lr > 0: the annealed values stop here
-LR_FLOOR = 1e-8
+#: follows the same horizon (the cap), to 0 as well (PPOConfig allows lr = 0 and clip_range = 0).
+SB3_LR, SB3_CLIP = 1e-3, 0.2
 
 SYSTEMS: dict[str, str] = {
     "colonyrl-default": "colonyrl in-process (default preset)",
@@ -67,8 +79,34 @@ TARGET_WALLCLOCK = ("colonyrl-default", 1 / 3)  # colonyrl / SB3 median wall-clo
 # ------------------------------------------------------------------------------------------------
 # worker side: one system, one seed, in this process
 # ------------------------------------------------------------------------------------------------
+def eval_env() -> Any:
+    """The env every system is evaluated on: train()'s evaluation env for the colonyrl rows."""
+    from colonyrl.envs.factory import EnvConfig
+
+    return EnvConfig(id="CartPole-v1", num_envs=common.EVAL_EPISODES)
+
+
+def preimport() -> None:
+    """Modules the timed spans would otherwise import lazily (imports are not timed)."""
+    import torch._dynamo  # noqa: F401  (torch.optim.Adam's constructor imports it: every system)
+    import torch.export  # noqa: F401  (train()'s model export)
+
+
+class SB3Acting:
+    """The acting interface ``colonyrl.launch.evaluate.evaluate`` calls, over an SB3 model."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def acting_step(self, obs: Any, deterministic: bool = True) -> Any:
+        from types import SimpleNamespace
+
+        action, _ = self.model.predict(obs, deterministic=deterministic)
+        return SimpleNamespace(env_action=action)
+
+
 class Clock:
-    """Wall-clock, setup and evaluation accounting shared by the colonyrl and SB3 workers."""
+    """Wall-clock, setup and evaluation accounting of the SB3 worker (train() keeps its own)."""
 
     def __init__(self, seed: int, cap: int, early_stop: bool) -> None:
         self.seed, self.cap, self.early_stop = seed, cap, early_stop
@@ -83,17 +121,22 @@ class Clock:
         if self.setup_end is None:
             self.setup_end = time.perf_counter()
 
-    def maybe_evaluate(self, env_steps: int, policy: Any) -> bool:
-        """Evaluate if the counter crossed the next multiple of EVAL_EVERY; True: stop training now."""
+    def maybe_evaluate(self, env_steps: int, acting: Any) -> bool:
+        """Evaluate if the counter crossed the next multiple of EVAL_EVERY; True: stop training now.
+
+        The evaluator and episodes of train()'s periodic evaluations (launch/train.py)."""
         if env_steps < self.next_eval:
             return False
+        from colonyrl.launch.evaluate import EVAL_WORKER_INDEX, evaluate
+
         self.next_eval = (env_steps // common.EVAL_EVERY + 1) * common.EVAL_EVERY
         start = time.perf_counter()
-        mean, returns = common.evaluate_policy_fn(policy, common.eval_seed(self.seed))
+        result = evaluate(acting, eval_env(), common.EVAL_EPISODES, self.seed, worker_index=EVAL_WORKER_INDEX)
         end = time.perf_counter()
+        mean = result.mean
         self.eval_s += end - start
-        self.evals.append({"env_steps": env_steps, "mean": mean, "returns": returns, "eval_s": end - start,
-                           "wall_s": end - self.t0})
+        self.evals.append({"env_steps": env_steps, "mean": mean, "returns": [float(r) for r in result.returns],
+                           "eval_s": end - start, "wall_s": end - self.t0})
         if mean >= common.SOLVE_RETURN and self.solved_at is None:
             self.solved_at = {"env_steps": env_steps, "wall_s": end - self.t0, "eval_s": self.eval_s}
         return self.early_stop and self.solved_at is not None
@@ -115,6 +158,7 @@ class Clock:
             "solve_wall_s": solved["wall_s"] if solved else None,
             "solve_eval_s": solved["eval_s"] if solved else None,
             "final_eval": self.evals[-1]["mean"] if self.evals else None,
+            "wrapup_s": 0.0,  # learn() returns when training stops: nothing after it
             "evals": self.evals,
             **extra,
         }
@@ -133,8 +177,11 @@ def run_sb3(seed: int, cap: int, early_stop: bool, threads: int | None = None) -
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
+    import colonyrl.launch.evaluate  # noqa: F401  (the shared evaluator)
+
     if threads is not None:
         torch.set_num_threads(threads)
+    preimport()
     import_s = time.perf_counter() - _T_MODULE
     clock = Clock(seed, cap, early_stop)  # the clock starts here: after imports
 
@@ -143,14 +190,13 @@ def run_sb3(seed: int, cap: int, early_stop: bool, threads: int | None = None) -
             clock.mark_setup_done()  # the first env step comes next
 
         def _on_step(self) -> bool:
-            stop = clock.maybe_evaluate(self.num_timesteps,
-                                        lambda obs: self.model.predict(obs, deterministic=True)[0])
-            return not stop
+            return not clock.maybe_evaluate(self.num_timesteps, acting)
 
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
-                ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2), seed=seed, device="cpu",
+                ent_coef=0.0, learning_rate=linear(SB3_LR), clip_range=linear(SB3_CLIP), seed=seed, device="cpu",
                 verbose=0)
+    acting = SB3Acting(model)
     model.learn(total_timesteps=cap, callback=EvalCallback())
     t_end = time.perf_counter()
     steps = int(model.num_timesteps)
@@ -160,27 +206,36 @@ def run_sb3(seed: int, cap: int, early_stop: bool, threads: int | None = None) -
                                        "threads_note": note})
 
 
-def colonyrl_config(system: str, cap: int) -> Any:
+def colonyrl_config(system: str, cap: int, seed: int = 0, early_stop: bool = True, folder: str = ".") -> Any:
+    """The TrainConfig of a colonyrl row; run output (the last checkpoint, the model) under ``folder``."""
     from colonyrl.agents.networks import ActorCriticConfig
     from colonyrl.agents.ppo import PPOConfig
     from colonyrl.envs.factory import EnvConfig
+    from colonyrl.launch.config import Schedule
     from colonyrl.launch.scripts.cartpole_inprocess import SCHEME
     from colonyrl.scheme.scheme import Resources, SchemeConfig
     from colonyrl.storage.rollout import RolloutConfig
 
-    run = SCHEME.run.replace(total_env_steps=cap, track=False, progress=False)
+    run = SCHEME.run.replace(
+        total_env_steps=cap, seed=seed, eval_every=common.EVAL_EVERY, eval_episodes=common.EVAL_EPISODES,
+        stop_at_return=common.SOLVE_RETURN if early_stop else None, track=False, progress=False,
+        output_dir=os.path.join(folder, "runs"), checkpoint_dir=os.path.join(folder, "checkpoints"),
+        checkpoint_every=None, checkpoint_every_min=None)  # one checkpoint: train()'s last
     if system == "colonyrl-default":
         return SCHEME.replace(run=run)
     if system == "colonyrl-sb3hp":
-        # SB3 RL Zoo CartPole-v1; lr and clip_range start here and are annealed by the worker loop.
+        # SB3 RL Zoo CartPole-v1, lr and clip_range annealed linearly to 0 at the cap (lin_1e-3, lin_0.2).
         return SCHEME.replace(
             env=EnvConfig(id="CartPole-v1", num_envs=8),
             actor=ActorCriticConfig(hidden_sizes=(64, 64), activation="tanh", shared_trunk=False),
-            algo=PPOConfig(lr=1e-3, num_epochs=20, minibatch_size=256, clip_range=0.2, ent_coef=0.0,
-                           vf_coef=0.5, max_grad_norm=0.5, normalize_advantage=True),
+            algo=PPOConfig(lr=SB3_LR, num_epochs=20, minibatch_size=256, clip_range=SB3_CLIP, ent_coef=0.0,
+                           # SB3's vf_coef 0.5 is our 1.0 (our value loss has CleanRL's 0.5 factor)
+                           vf_coef=1.0, max_grad_norm=0.5, normalize_advantage=True),
             storage=RolloutConfig(num_steps=32, gamma=0.98, gae_lambda=0.8),
             scheme=SchemeConfig(num_grad_workers=1, num_col_workers=1),
             run=run,
+            schedules=(Schedule(name="lr", points=((0, SB3_LR), (cap, 0.0))),
+                       Schedule(name="clip_range", points=((0, SB3_CLIP), (cap, 0.0)))),
         )
     if system == "colonyrl-ray":
         return SCHEME.replace(
@@ -193,10 +248,12 @@ def colonyrl_config(system: str, cap: int) -> Any:
 
 
 def run_colonyrl(system: str, seed: int, cap: int, early_stop: bool) -> dict[str, Any]:
+    import tempfile
+
     import torch
 
     import colonyrl.launch.scripts.cartpole_inprocess  # noqa: F401  (the preset, and colonyrl itself)
-    from colonyrl.scheme.scheme import Scheme
+    from colonyrl.launch.train import train
 
     ray_init_s: list[float] = []
     if system == "colonyrl-ray":
@@ -212,58 +269,61 @@ def run_colonyrl(system: str, seed: int, cap: int, early_stop: bool) -> dict[str
                 ray_init_s.append(time.perf_counter() - start)
 
         ray.init = timed_init
-    cfg = colonyrl_config(system, cap)
-    cfg = cfg.replace(run=cfg.run.replace(seed=seed))
-    scheduled = system == "colonyrl-sb3hp"
-    batch = cfg.env_steps_per_round
-    updates_per_round = cfg.algo.num_epochs * max(1, round(batch / cfg.algo.minibatch_size))
-    import_s = time.perf_counter() - _T_MODULE
+    preimport()
+    with tempfile.TemporaryDirectory(prefix="ppo_cartpole-") as folder:
+        cfg = colonyrl_config(system, cap, seed, early_stop, folder)
+        # The same episodes as the SB3 rows: train() evaluates on this env (num_envs = episodes).
+        used = cfg.components().evaluation_env()
+        assert used.replace(num_envs=common.EVAL_EPISODES) == eval_env(), used
+        batch = cfg.env_steps_per_round
+        updates_per_round = cfg.algo.num_epochs * max(1, round(batch / cfg.algo.minibatch_size))
+        import_s = time.perf_counter() - _T_MODULE
 
-    clock = Clock(seed, cap, early_stop)  # the clock starts here: after imports, before ray.init
-    scheme = Scheme(cfg.scheme, cfg.components())
-    learner = scheme.learner
-    policy = lambda obs: learner.algo.acting_step(obs, deterministic=True).env_action  # noqa: E731
-    first_step_s = None
-    collect_at: list[int] = []  # learner.step indices whose call collected a new round
-    scheduled_at = -1
-    n = 0
-    clock.mark_setup_done()
-    while True:
-        if scheduled and learner.env_steps != scheduled_at:
-            # SB3's progress_remaining = 1 - num_timesteps / total_timesteps, set before each
-            # learner.step (it only changes when env_steps does).
-            remaining = max(0.0, 1.0 - learner.env_steps / cap)
-            learner.algo.update_parameter("lr", max(1e-3 * remaining, LR_FLOOR))
-            learner.algo.update_parameter("clip_range", max(0.2 * remaining, CLIP_FLOOR))
-            scheduled_at = learner.env_steps
-        before = learner.env_steps
-        start = time.perf_counter()
-        learner.step()
-        if first_step_s is None:
-            first_step_s = time.perf_counter() - start
-        n += 1
-        if learner.env_steps != before:
-            collect_at.append(n - 1)
-        if n % updates_per_round:
-            continue  # evaluate and stop only at round boundaries: every sample of the round trained on
-        if clock.maybe_evaluate(learner.env_steps, policy) or learner.env_steps >= cap:
-            break
-    t_end = time.perf_counter()
-    steps = learner.env_steps
+        t0 = time.perf_counter()  # the clock: the train() call, after imports, before ray.init
+        result = train(cfg)
+        wall = time.perf_counter() - t0
     threads = torch.get_num_threads()
-    irregular = [b - a for a, b in itertools.pairwise(collect_at) if b - a != updates_per_round]
-    scheme.close()
     if system == "colonyrl-ray":
         import ray
 
         ray.shutdown()
-    extra = {"import_s": import_s, "torch_threads": threads, "first_step_s": first_step_s,
-             "updates": n, "updates_per_round": updates_per_round, "batch": batch,
-             "irregular_round_lengths": irregular,
-             "threads_note": "colonyrl init_process: 1 torch thread per worker process"}
+    # train() times itself from just after its tracker is built; the rest of the call (nothing much
+    # with tracking off) is counted as setup, and as before every evaluation.
+    outside = wall - result.wall_time_s
+    evals = [{"env_steps": steps, "mean": mean, "eval_s": end - start, "wall_s": outside + end}
+             for (steps, mean), (start, end) in zip(result.evaluations, result.evaluation_times_s, strict=True)]
+    solved = next((i for i, e in enumerate(evals) if e["mean"] >= common.SOLVE_RETURN), None)
+    setup = outside + result.setup_time_s
+    train_s = result.train_end_s - result.setup_time_s - result.eval_time_s
+    steps = result.counters["env_steps"]
+    rounds = steps // batch
+    out = {
+        "env_steps": steps,
+        "wall_s": wall,
+        "setup_s": setup,
+        "eval_s": result.eval_time_s,
+        "train_s": train_s,
+        "train_fps": steps / train_s if train_s > 0 else None,
+        "wrapup_s": result.wall_time_s - result.train_end_s,
+        "solved": solved is not None,
+        "solve_env_steps": evals[solved]["env_steps"] if solved is not None else None,
+        "solve_wall_s": evals[solved]["wall_s"] if solved is not None else None,
+        "solve_eval_s": sum(e["eval_s"] for e in evals[:solved + 1]) if solved is not None else None,
+        "final_eval": evals[-1]["mean"] if evals else None,
+        "final_eval_own_seeds": result.evaluation.mean,  # train()'s final evaluation (FINAL_EVAL_WORKER_INDEX)
+        "evals": evals,
+        "import_s": import_s,
+        "torch_threads": threads,
+        "updates": result.counters["updates"],
+        "updates_per_round": updates_per_round,
+        "batch": batch,
+        # every round collected got all its updates (train() finishes the round it stops in)
+        "all_rounds_finished": steps % batch == 0 and result.counters["updates"] == rounds * updates_per_round,
+        "threads_note": "colonyrl init_process: 1 torch thread per worker process",
+    }
     if ray_init_s:
-        extra["ray_init_s"] = ray_init_s[0]
-    return clock.result(steps, t_end, extra)
+        out["ray_init_s"] = ray_init_s[0]
+    return out
 
 
 def worker_main(args: argparse.Namespace) -> int:
@@ -328,12 +388,12 @@ def table(results: list[dict[str, Any]], systems: list[str], full_budget: bool) 
     lines = []
     if not full_budget:
         lines += ["| system | torch threads | solved | wall-clock to solve [s] | excl. eval [s] | env steps to solve"
-                  " | train env steps/s | setup [s] | eval [s] |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  " | train env steps/s | setup [s] | eval [s] | wrap-up [s] |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
     else:
         lines += ["| system | torch threads | train env steps/s | env steps | wall-clock [s] | setup [s] | eval [s]"
-                  " | first solve at (env steps) | wall-clock to first solve [s] | final eval | solved |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  " | wrap-up [s] | first solve at (env steps) | wall-clock to first solve [s] | final eval | solved |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in systems:
         runs = [r for r in results if r["system"] == s]
         ok = _ok(runs)
@@ -349,12 +409,13 @@ def table(results: list[dict[str, Any]], systems: list[str], full_budget: bool) 
                 f"| {name} | {_threads(runs)} | {solved_txt} | {fm([r['solve_wall_s'] for r in solved])}"
                 f" | {fm([r['solve_wall_s'] - r['solve_eval_s'] for r in solved])}"
                 f" | {fm([r['solve_env_steps'] for r in solved], 0)} | {fm([r['train_fps'] for r in ok], 0)}"
-                f" | {setup} | {fm([r['eval_s'] for r in ok], 2)} |")
+                f" | {setup} | {fm([r['eval_s'] for r in ok], 2)} | {fm([r.get('wrapup_s') for r in ok], 2)} |")
         else:
             lines.append(
                 f"| {name} | {_threads(runs)} | {fm([r['train_fps'] for r in ok], 0)}"
                 f" | {fm([r['env_steps'] for r in ok], 0)} | {fm([r['wall_s'] for r in ok])} | {setup}"
-                f" | {fm([r['eval_s'] for r in ok], 2)} | {fm([r['solve_env_steps'] for r in solved], 0)}"
+                f" | {fm([r['eval_s'] for r in ok], 2)} | {fm([r.get('wrapup_s') for r in ok], 2)}"
+                f" | {fm([r['solve_env_steps'] for r in solved], 0)}"
                 f" | {fm([r['solve_wall_s'] for r in solved])} | {fm([r['final_eval'] for r in ok], 0)}"
                 f" | {solved_txt} |")
     return "\n".join(lines)
@@ -455,7 +516,7 @@ def parent_main(args: argparse.Namespace) -> int:
                 msg = f"ERROR {res['error']}"
             else:
                 msg = (f"steps {res['env_steps']} wall {res['wall_s']:.1f}s setup {res['setup_s']:.2f}s "
-                       f"eval {res['eval_s']:.2f}s fps {res['train_fps']:.0f} solved "
+                       f"eval {res['eval_s']:.2f}s wrap-up {res.get('wrapup_s', 0.0):.2f}s fps {res['train_fps']:.0f} solved "
                        f"{res['solve_env_steps'] if res['solved'] else 'no'} threads {res['torch_threads']} "
                        f"evals {[round(e['mean']) for e in res['evals']]}")
             print(f"  seed {seed} {system}: {msg}  (load {os.getloadavg()[0]:.2f}, others"
@@ -467,6 +528,7 @@ def parent_main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"started": started, "mode": mode, "cap": args.cap, "seeds": args.seeds, "systems": systems,
             "eval_every": common.EVAL_EVERY, "eval_episodes": common.EVAL_EPISODES,
+            "evaluator": "colonyrl.launch.evaluate.evaluate(seed=run seed, worker_index=EVAL_WORKER_INDEX)",
             "solve_return": common.SOLVE_RETURN, "noise": reading, "wait_quiet_s": args.wait_quiet,
             "quiet_cores": args.quiet_cores, "retry_above_cores": args.retry_above, "python": sys.version,
             "platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
