@@ -1,4 +1,9 @@
-"""Every coordination mode learns CartPole-v1 to >= 475 within a fixed budget (real Ray)."""
+"""Every coordination mode learns CartPole-v1 to >= 475 within a fixed budget (real Ray).
+
+Training stops at a periodic evaluation of 500 (every episode perfect), not 475: a policy that
+just reached 475 on the periodic seeds scored 437-462 on the final evaluation's own seeds in CI
+(async gradients, where timing makes every run different).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ def test_mode_learns_cartpole(ray_local, tmp_path, collection: str, gradients: s
         storage=RolloutConfig(num_steps=32, gamma=0.98, gae_lambda=0.8),
         scheme=SchemeConfig(num_grad_workers=2, num_col_workers=2, collection=collection, gradients=gradients, update=update,
                             grad_worker_resources=SMALL, col_worker_resources=SMALL, worker_timeout_s=120.0),
-        run=RunConfig(total_env_steps=BUDGET, eval_every=10_000, stop_at_return=475.0, seed=0, track=False,
+        run=RunConfig(total_env_steps=BUDGET, eval_every=10_000, stop_at_return=500.0, seed=0, track=False,
                       progress=False, output_dir=str(tmp_path)),
     )
     result = train(cfg)
