@@ -30,9 +30,9 @@ from colonyrl.agents.distributions import (
     clip_action,
     squash_action,
 )
-from colonyrl.scheme.config import Config, ConfigError
+from colonyrl.config import Config, ConfigError
 
-__all__ = ["ActorCriticConfig", "ActorCritic", "PolicyExport", "export_policy"]
+__all__ = ["ActorCriticConfig", "ActorCritic", "PolicyExport", "export_module", "export_policy"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -191,16 +191,20 @@ class PolicyExport(nn.Module):
         return self.actor.to_env_action(mode)
 
 
-def export_policy(actor: ActorCritic, path: str, batch_size: int = 2) -> torch.export.ExportedProgram:
-    """Export ``PolicyExport(actor)`` with a dynamic batch dimension and save it to ``path``.
+def export_module(module: nn.Module, observation_space: gym.Space, path: str,
+                  batch_size: int = 2) -> torch.export.ExportedProgram:
+    """Export ``module`` (obs -> env action) with a dynamic batch dimension and save it to ``path``.
 
     The file runs with plain torch: ``torch.export.load(path).module()(obs)``.
     """
-    space = actor.observation_space
-    example = torch.as_tensor(np.stack([space.sample() for _ in range(max(batch_size, 2))]))
+    example = torch.as_tensor(np.stack([observation_space.sample() for _ in range(max(batch_size, 2))]))
     batch = torch.export.Dim("batch")  # example batch >= 2: torch.export specializes sizes 0 and 1
-    policy = PolicyExport(actor)
     with torch.no_grad():
-        program = torch.export.export(policy, (example,), dynamic_shapes=({0: batch},))
+        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
     torch.export.save(program, path)
     return program
+
+
+def export_policy(actor: ActorCritic, path: str, batch_size: int = 2) -> torch.export.ExportedProgram:
+    """Export ``PolicyExport(actor)`` (:func:`export_module`)."""
+    return export_module(PolicyExport(actor), actor.observation_space, path, batch_size)

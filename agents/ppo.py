@@ -14,14 +14,15 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
+import gymnasium as gym
 import numpy as np
 import torch
 
-from colonyrl.agents.base import ActOut
-from colonyrl.agents.networks import ActorCritic
-from colonyrl.scheme.config import Config, from_dict, param
+from colonyrl.agents.base import ActOut, EpochPlan, ExtraSpec, GradientResult
+from colonyrl.agents.networks import ActorCritic, ActorCriticConfig, PolicyExport
+from colonyrl.config import Config, from_dict, param
 
-__all__ = ["PPOConfig", "PPO", "LossOut", "policy_loss", "value_loss", "ppo_loss"]
+__all__ = ["PPOConfig", "PPO", "PPOPolicy", "LossOut", "policy_loss", "value_loss", "ppo_loss"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -39,11 +40,21 @@ class PPOConfig(Config):
     normalize_advantage: bool = True
     target_kl: float | None = param(None, gt=0, runtime=True)  # None: no early stop
     adam_eps: float = param(1e-5, gt=0)  # CleanRL / "37 details" #3 (torch default 1e-8)
+    name: ClassVar[str] = "ppo"
     #: Runtime parameters acting uses (CWorkers get only these): none, PPO acts with the weights alone.
     acting_parameters: ClassVar[frozenset[str]] = frozenset()
+    storage_kind: ClassVar[str] = "rollout"
 
-    def build(self, actor: ActorCritic) -> PPO:
-        return PPO(self, actor)
+    def build(self, observation_space: gym.Space, action_space: gym.Space, network: ActorCriticConfig) -> PPO:
+        return PPO(self, network.build(observation_space, action_space))
+
+    def build_policy(self, observation_space: gym.Space, action_space: gym.Space,
+                     network: ActorCriticConfig) -> PPOPolicy:
+        """The acting side: the actor-critic (V(obs) is an extra), no optimizer."""
+        return PPOPolicy(network.build(observation_space, action_space))
+
+    def update_plan(self) -> EpochPlan:
+        return EpochPlan(self.num_epochs, self.minibatch_size)
 
 
 class LossOut(NamedTuple):
@@ -123,6 +134,52 @@ def _copy_into(dst: torch.Tensor, src: torch.Tensor | np.ndarray) -> None:
         dst.copy_(torch.tensor(src))
 
 
+class PPOPolicy:
+    """PPO's acting side: samples from the actor-critic and declares log-prob and value as extras
+    (the rollout storage needs both for GAE and the clipped ratio)."""
+
+    extras: ClassVar[dict[str, ExtraSpec]] = {"logp": ExtraSpec((), "float32"),
+                                              "values": ExtraSpec((), "float32", bootstrap=True)}
+
+    def __init__(self, actor: ActorCritic) -> None:
+        self.actor = actor
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
+        action, env_action, logp, value = self.actor.act(_as_tensor(obs), deterministic)
+        return ActOut(action.numpy(), env_action.numpy(), {"logp": logp.numpy(), "values": value.numpy()})
+
+    @torch.inference_mode()
+    def bootstrap(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"values": self.actor.value(_as_tensor(obs)).numpy()}
+
+    def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
+        _load_module(self.actor, arrays)
+
+    def update_parameter(self, name: str, value: Any) -> None:
+        raise KeyError(f"PPO's policy has no acting parameters (got {name!r})")
+
+    def export_module(self) -> torch.nn.Module:
+        return PolicyExport(self.actor)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _load_module(module: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy ``arrays`` into ``module``'s state in place (read-only arrays are fine)."""
+    state = module.state_dict()
+    if set(arrays) != set(state):
+        raise KeyError(f"weight names differ: missing {set(state) - set(arrays)}, "
+                       f"unexpected {set(arrays) - set(state)}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            _copy_into(tensor, arrays[name])
+
+
 class PPO:
     """PPO on an :class:`ActorCritic`; owns the actor and its Adam optimizer."""
 
@@ -134,23 +191,18 @@ class PPO:
         # fused=True measured fastest on CPU: one compute+apply step (B=256, 4-64-64-2 actor +
         # 4-64-64-1 critic, 1 thread) took 1.00 ms vs 1.16 ms (foreach=True) and 1.28 ms (for-loop).
         self.optimizer = torch.optim.Adam(self._params, lr=config.lr, eps=config.adam_eps, fused=True)
+        self.policy = PPOPolicy(actor)
 
-    # -- acting (CWorker) ---------------------------------------------------------------------
-    @torch.inference_mode()
-    def acting_step(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
-        action, env_action, logp, value = self.actor.act(_as_tensor(obs), deterministic)
-        return ActOut(action.numpy(), env_action.numpy(), logp.numpy(), value.numpy())
-
-    @torch.inference_mode()
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        return self.actor.value(_as_tensor(obs)).numpy()
+    def update_plan(self) -> EpochPlan:
+        return self.config.update_plan()
 
     # -- learning (GWorker computes, Learner applies) -----------------------------------------
     def loss(self, batch: Any) -> LossOut:
         return ppo_loss(self.actor, batch, self.config)
 
-    def compute_gradients(self, batch: Any) -> tuple[list[torch.Tensor] | None, dict[str, float]]:
-        """Gradients of one minibatch, aligned with ``parameters()``; None on a KL early stop."""
+    def compute_gradients(self, batch: Any) -> GradientResult:
+        """Gradients of one minibatch, aligned with ``parameters()``; None (and the round ends) on a
+        KL early stop."""
         out = self.loss(batch)
         terms = torch.stack([out.policy_loss, out.value_loss, out.entropy, out.approx_kl, out.clipfrac])
         info = dict(zip(self._INFO_KEYS, terms.detach().tolist(), strict=True))  # one sync
@@ -158,10 +210,10 @@ class PPO:
         # SB3's rule (stable_baselines3/ppo/ppo.py): stop before the step when KL > 1.5 * target.
         info["early_stop"] = float(target_kl is not None and info["approx_kl"] > 1.5 * target_kl)
         if info["early_stop"]:
-            return None, info
+            return GradientResult(None, info, stop_round=True)
         self.optimizer.zero_grad(set_to_none=True)
         out.total.backward()
-        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params], info
+        return GradientResult([p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params], info)
 
     def apply_gradients(self, grads: Sequence[torch.Tensor | np.ndarray]) -> dict[str, float]:
         """Load ``grads`` into ``.grad`` (unless they already are), clip the global norm, step."""
@@ -188,13 +240,11 @@ class PPO:
 
     def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Copy ``arrays`` into the actor in place (accepts read-only arrays; optimizer untouched)."""
-        state = self.actor.state_dict()
-        if set(arrays) != set(state):
-            raise KeyError(f"weight names differ: missing {set(state) - set(arrays)}, "
-                           f"unexpected {set(arrays) - set(state)}")
-        with torch.no_grad():
-            for name, tensor in state.items():
-                _copy_into(tensor, arrays[name])
+        _load_module(self.actor, arrays)
+
+    def acting_weights(self) -> dict[str, np.ndarray]:
+        """Acting needs the whole actor-critic (the value is an extra): the same arrays."""
+        return self.get_weights()
 
     def state_dict(self) -> dict:
         """A snapshot (deep copy: torch's state dicts alias the live tensors, and

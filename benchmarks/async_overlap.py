@@ -178,7 +178,7 @@ def train_window(learner: Any, warmup: int, budget: int, foreign: common.Foreign
 
 
 def evaluate(learner: Any, seed: int) -> float:
-    policy = lambda obs: learner.algo.acting_step(obs, deterministic=True).env_action  # noqa: E731
+    policy = lambda obs: learner.algo.policy.act(obs, deterministic=True).env_action  # noqa: E731
     return common.evaluate_policy_fn(policy, common.eval_seed(seed))[0]
 
 

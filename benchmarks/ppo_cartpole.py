@@ -93,12 +93,12 @@ def preimport() -> None:
 
 
 class SB3Acting:
-    """The acting interface ``colonyrl.launch.evaluate.evaluate`` calls, over an SB3 model."""
+    """The policy interface ``colonyrl.launch.evaluate.evaluate`` calls (``act``), over an SB3 model."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def acting_step(self, obs: Any, deterministic: bool = True) -> Any:
+    def act(self, obs: Any, deterministic: bool = True) -> Any:
         from types import SimpleNamespace
 
         action, _ = self.model.predict(obs, deterministic=deterministic)

@@ -262,7 +262,7 @@ def run_colonyrl(task: str, seed: int, budget: int, eval_episodes: int) -> dict[
             result = train_module.train(cfg)
         t1 = time.perf_counter()
         algo, _, _ = load_model(result.model_dir)
-    final, returns = common.evaluate_policy_fn(lambda obs: algo.acting_step(obs, deterministic=True).env_action,
+    final, returns = common.evaluate_policy_fn(lambda obs: algo.act(obs, deterministic=True).env_action,
                                                common.eval_seed(seed), eval_episodes, task)
     c = result.counters
     train_s = (t1 - t0) - inner["eval_s"] - inner["save_s"]

@@ -35,8 +35,8 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
+from colonyrl.config import Config, ConfigError, param
 from colonyrl.envs.snapshot import SubEnvState
-from colonyrl.scheme.config import Config, ConfigError, param
 
 __all__ = ["EnvConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats"]
 

@@ -17,11 +17,11 @@ from typing import Annotated
 
 import tyro
 
+from colonyrl.config import ConfigError
 from colonyrl.launch.checkpoint import CheckpointError
 from colonyrl.launch.evaluate import ModelFileError
 from colonyrl.launch.tracking import FallbackImportError, TrackingUnavailableError
 from colonyrl.launch.train import TrainingInterrupted
-from colonyrl.scheme.config import ConfigError
 
 __all__ = ["main", "EvaluateArgs", "TrackingImportArgs"]
 
@@ -69,13 +69,14 @@ def _pop_preset(argv: list[str]) -> tuple[str, list[str]]:
 
 
 def train_main(argv: list[str]) -> int:
-    from colonyrl.launch.config import TrainConfig
+    from colonyrl.launch.config import parse_args
     from colonyrl.launch.presets import preset
     from colonyrl.launch.train import train
 
     name, rest = _pop_preset(argv)
-    cfg = tyro.cli(TrainConfig, default=preset(name), args=rest, prog="colonyrl train",
-                   description=f"Train with preset {name!r} (choose with --preset; see `colonyrl presets`).")
+    cfg = parse_args(preset(name), rest, prog="colonyrl train",
+                     description=f"Train with preset {name!r} (choose with --preset; see `colonyrl presets`); "
+                                 "choose another algorithm with algo:NAME, another storage with storage:KIND.")
     result = train(cfg)
     return 0 if result.evaluation is not None else 1
 
@@ -84,8 +85,8 @@ def evaluate_main(argv: list[str]) -> int:
     from colonyrl.launch.evaluate import evaluate, load_model
 
     args = tyro.cli(EvaluateArgs, args=argv, prog="colonyrl evaluate")
-    algo, cfg, counters = load_model(args.path)
-    result = evaluate(algo, cfg.components().evaluation_env(), args.episodes, args.seed, not args.stochastic)
+    policy, cfg, counters = load_model(args.path)
+    result = evaluate(policy, cfg.components().evaluation_env(), args.episodes, args.seed, not args.stochastic)
     print(f"{cfg.env.id}: mean return {result.mean:.2f} +/- {result.std:.2f} over {args.episodes} episodes "
           f"(model trained for {counters.get('env_steps', 0):,} env steps)")
     return 0

@@ -8,20 +8,36 @@ The CLI is generated from these dataclasses by tyro (``launch/cli.py``): every f
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Literal
+import typing
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import tyro
 
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
+from colonyrl.config import Config, ConfigError, param
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.config import Config, ConfigError, param
 from colonyrl.scheme.scheme import SchemeConfig
 from colonyrl.storage.rollout import RolloutConfig
 
-__all__ = ["RunConfig", "Schedule", "TrainConfig"]
+__all__ = ["RunConfig", "Schedule", "TrainConfig", "ALGORITHM_CONFIGS", "STORAGE_CONFIGS", "parse_args"]
+
+#: Every algorithm the command line offers, by ``name`` (a tyro subcommand each: ``algo:sac``).
+ALGORITHM_CONFIGS: tuple[type, ...] = (PPOConfig,)
+#: Every storage kind, by ``kind`` (``storage:replay``); an algorithm names the kind it learns from.
+STORAGE_CONFIGS: tuple[type, ...] = (RolloutConfig,)
+
+
+def _subcommands(configs: tuple[type, ...], attr: str) -> Any:
+    """``Annotated[A, subcommand(a)] | Annotated[B, subcommand(b)] | ...`` for tyro."""
+    members = tuple(Annotated[c, tyro.conf.subcommand(getattr(c, attr))] for c in configs)
+    return members[0] if len(members) == 1 else typing.Union[members]  # noqa: UP007 (built at runtime)
+
+
+AlgoConfig = _subcommands(ALGORITHM_CONFIGS, "name")
+StorageConfig = _subcommands(STORAGE_CONFIGS, "kind")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -101,8 +117,10 @@ class TrainConfig(Config):
 
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     actor: ActorCriticConfig = dataclasses.field(default_factory=ActorCriticConfig)
-    algo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
-    storage: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
+    #: The algorithm (``algo:ppo``, ``algo:sac``, ...), with its own hyperparameters.
+    algo: AlgoConfig = dataclasses.field(default_factory=PPOConfig)
+    #: The storage of the kind the algorithm learns from (``storage:rollout`` / ``storage:replay``).
+    storage: StorageConfig = dataclasses.field(default_factory=RolloutConfig)
     scheme: SchemeConfig = dataclasses.field(default_factory=SchemeConfig)
     run: Annotated[RunConfig, tyro.conf.OmitArgPrefixes] = dataclasses.field(default_factory=RunConfig)
     #: Parameters that follow the env-step counter (defined in launch scripts; not a CLI flag).
@@ -112,6 +130,10 @@ class TrainConfig(Config):
     test_env: Annotated[EnvConfig | None, tyro.conf.Suppress] = None
 
     def _check(self) -> None:
+        if self.algo.storage_kind != self.storage.kind:
+            allowed = [c.__name__ for c in STORAGE_CONFIGS if c.kind == self.algo.storage_kind]
+            raise ConfigError("TrainConfig.storage", type(self.storage).__name__,
+                              f"{' or '.join(allowed)}: {self.algo.name} learns from {self.algo.storage_kind} storage")
         components = self.components()
         for i, schedule in enumerate(self.schedules):
             for _, value in schedule.points:  # every value must be valid for the parameter it sets
@@ -129,3 +151,25 @@ class TrainConfig(Config):
         """Env steps one collection round of every CWorker adds."""
         return (self.scheme.num_grad_workers * self.scheme.num_col_workers * self.env.num_envs
                 * self.storage.num_steps)
+
+
+def parse_args(default: TrainConfig, args: list[str] | None = None, prog: str | None = None,
+               description: str | None = None) -> TrainConfig:
+    """``TrainConfig`` from command-line flags, with ``default``'s values as the defaults.
+
+    The algorithm and the storage are tyro subcommands (``algo:sac``, ``storage:replay``); flags of
+    the default's own algorithm work without naming it (``--algo.lr 1e-3``: tyro's
+    ``CascadeSubcommandArgs``). Choosing an algorithm that learns from another kind of storage
+    than the default's, without naming a storage, picks that kind's default storage.
+    """
+    import sys
+
+    args = list(sys.argv[1:] if args is None else args)
+    chosen = [a.split(":", 1)[1] for a in args if a.startswith("algo:")]
+    if chosen and not any(a.startswith("storage:") for a in args):
+        algo = next((c for c in ALGORITHM_CONFIGS if c.name == chosen[-1]), None)
+        if algo is not None and algo.storage_kind != default.storage.kind:
+            at = args.index(f"algo:{chosen[-1]}")
+            args.insert(at, f"storage:{algo.storage_kind}")
+    return tyro.cli(TrainConfig, default=default, args=args, prog=prog, description=description,
+                    config=(tyro.conf.CascadeSubcommandArgs,))

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from colonyrl.agents.networks import export_policy
+from colonyrl.agents.base import Algorithm, Policy
+from colonyrl.agents.networks import export_module
 from colonyrl.envs.factory import EnvConfig
 
 __all__ = ["ModelFileError", "EvalResult", "evaluate", "save_model", "load_model", "MODEL_FORMAT", "EVAL_WORKER_INDEX",
@@ -45,17 +46,19 @@ class EvalResult(NamedTuple):
     lengths: np.ndarray
 
 
-def evaluate(algo: Any, env: EnvConfig, episodes: int = 10, seed: int = 0, deterministic: bool = True,
-             worker_index: int = EVAL_WORKER_INDEX) -> EvalResult:
+def evaluate(agent: Policy | Algorithm, env: EnvConfig, episodes: int = 10, seed: int = 0,
+             deterministic: bool = True, worker_index: int = EVAL_WORKER_INDEX) -> EvalResult:
     """Mean and std of the return over ``episodes`` episodes, one per sub-env, run side by side
-    (sub-env seeds from ``seed`` and ``worker_index``, envs/factory.py ``env_seeds``)."""
+    (sub-env seeds from ``seed`` and ``worker_index``, envs/factory.py ``env_seeds``), acting with
+    ``agent``'s policy (an algorithm's own policy, or a policy on its own)."""
+    policy: Policy = agent.policy if isinstance(agent, Algorithm) else agent
     venv, obs = env.make(num_envs=episodes, seed=seed, worker_index=worker_index)
     try:
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         running = np.ones(episodes, dtype=bool)
         while running.any():
-            action = algo.acting_step(obs, deterministic=deterministic).env_action
+            action = policy.act(obs, deterministic=deterministic).env_action
             obs, reward, terminated, truncated, _ = venv.step(action)
             returns += np.where(running, reward, 0.0)
             lengths += running
@@ -65,25 +68,27 @@ def evaluate(algo: Any, env: EnvConfig, episodes: int = 10, seed: int = 0, deter
     return EvalResult(float(returns.mean()), float(returns.std()), returns, lengths)
 
 
-def save_model(folder: str | os.PathLike[str], algo: Any, config: Any, counters: dict[str, int]) -> Path:
-    """Write ``model.pt`` and ``policy.pt2`` into ``folder`` (each atomically: temp file, rename)."""
+def save_model(folder: str | os.PathLike[str], algo: Algorithm, config: Any, counters: dict[str, int]) -> Path:
+    """Write ``model.pt`` (the acting weights) and ``policy.pt2`` into ``folder`` (each atomically:
+    temp file, rename)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         "format": MODEL_FORMAT,
         "config": dataclasses.asdict(config),
-        "state_dict": {k: v.detach().clone() for k, v in algo.actor.state_dict().items()},
+        "state_dict": {k: torch.from_numpy(v) for k, v in algo.acting_weights().items()},
         "counters": dict(counters),
     }
     _atomic(folder / "model.pt", lambda p: torch.save(state, p))
-    _atomic(folder / "policy.pt2", lambda p: export_policy(algo.actor, str(p)))
+    space = config.components().spaces().observation
+    _atomic(folder / "policy.pt2", lambda p: export_module(algo.policy.export_module(), space, str(p)))
     return folder
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, int]]:
-    """(algorithm with the saved actor weights, TrainConfig, counters) from a model folder or file."""
+def load_model(path: str | os.PathLike[str]) -> tuple[Policy, Any, dict[str, int]]:
+    """(policy with the saved acting weights, TrainConfig, counters) from a model folder or file."""
+    from colonyrl.config import from_dict
     from colonyrl.launch.config import TrainConfig
-    from colonyrl.scheme.config import from_dict
 
     path = Path(path)
     file = path / "model.pt" if path.is_dir() else path
@@ -97,9 +102,9 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, int]]:
         raise ModelFileError(f"{file} is not a colonyrl model (format {MODEL_FORMAT!r} expected)")
     config = from_dict(TrainConfig, state["config"])
     components = config.components()
-    algo = components.build_algorithm(components.spaces())
-    algo.actor.load_state_dict(state["state_dict"])
-    return algo, config, state.get("counters", {})
+    policy = components.build_policy(components.spaces())
+    policy.set_weights({k: v.numpy() for k, v in state["state_dict"].items()})
+    return policy, config, state.get("counters", {})
 
 
 def _atomic(target: Path, write: Any) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+from colonyrl.config import ConfigError
 from colonyrl.launch.config import TrainConfig
-from colonyrl.scheme.config import ConfigError
 
 __all__ = ["PRESETS", "DEFAULT_PRESET", "preset", "describe"]
 
@@ -29,5 +29,8 @@ def preset(name: str) -> TrainConfig:
 
 
 def describe(name: str) -> str:
-    doc = importlib.import_module(PRESETS[name]).__doc__ or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """``<algorithm> <env id>: <first line of the launch script's docstring>``."""
+    module = importlib.import_module(PRESETS[name])
+    doc = (module.__doc__ or "").strip()
+    scheme = module.SCHEME
+    return f"{scheme.algo.name:5s} {scheme.env.id:14s} {doc.splitlines()[0] if doc else ''}"

@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from colonyrl.config import from_dict, to_flat_dict
 from colonyrl.launch.checkpoint import load_checkpoint, save_checkpoint
 from colonyrl.launch.config import TrainConfig
 from colonyrl.launch.console import Console
 from colonyrl.launch.evaluate import FINAL_EVAL_WORKER_INDEX, EvalResult, evaluate, save_model
 from colonyrl.launch.signals import StopRequest
 from colonyrl.launch.tracking import Tracker
-from colonyrl.scheme.config import from_dict, to_flat_dict
 from colonyrl.scheme.learner import NonFiniteError
 from colonyrl.scheme.scheme import Scheme
 

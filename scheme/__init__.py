@@ -19,8 +19,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Config": "colonyrl.scheme.config",
-    "ConfigError": "colonyrl.scheme.config",
+    "Config": "colonyrl.config",
+    "ConfigError": "colonyrl.config",
     "Weights": "colonyrl.scheme.packets",
     "Rollout": "colonyrl.scheme.packets",
     "GradientPacket": "colonyrl.scheme.packets",
@@ -32,7 +32,7 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:  # lazy, so agents/storage/envs can import scheme.config cheaply
+def __getattr__(name: str) -> Any:  # lazy, nothing here imports Ray until a worker needs it
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(name)

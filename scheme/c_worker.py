@@ -51,10 +51,11 @@ class CWorker:
         self.name, self.index = name, index
         self.components = components
         self.spaces = components.spaces()
-        self.algo = components.build_algorithm(self.spaces)
+        # Acting weights only: no optimizer, critic or target nets unless acting needs them.
+        self.policy = components.build_policy(self.spaces)
         self.env, self.obs = components.env.make(seed=components.seed, worker_index=index)
         self.num_envs = self.env.num_envs
-        self.storage = components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs)
+        self.storage = self._build_storage()
         # With next-step autoreset, the step after an episode end only resets that sub-env: its
         # transition is not real and is marked invalid (gymnasium 1.x autoreset docs; platform.md §7).
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
@@ -69,9 +70,13 @@ class CWorker:
         self.compressor = compressor if compressor is not None and compressor.active else None
 
     # -- weights -----------------------------------------------------------------------------
+    def _build_storage(self) -> Any:
+        return self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs,
+                                             self.policy.extras)
+
     def set_weights(self, weights: Weights) -> int:
         if weights.version != self.version:
-            self.algo.set_weights(weights.arrays)
+            self.policy.set_weights(weights.arrays)
             self.version = weights.version
         return self.version
 
@@ -85,7 +90,7 @@ class CWorker:
         if weights is not None:
             self.set_weights(weights)
         start = time.perf_counter()
-        algo, env, storage = self.algo, self.env, self.storage
+        policy, env, storage = self.policy, self.env, self.storage
         obs, prev_done = self.obs, self.prev_done
         finished: list[EpisodeStats] = []
         min_steps = max(1, int(np.ceil(min_fraction * storage.config.num_steps)))
@@ -94,15 +99,16 @@ class CWorker:
             if t >= min_steps and self._stop_round >= round_id >= 0:
                 preempted = True
                 break
-            out = algo.acting_step(obs)
+            out = policy.act(obs)
             next_obs, reward, terminated, truncated, info = env.step(out.env_action)
-            storage.insert(obs, out.action, out.logp, out.value, reward, terminated, truncated, ~prev_done)
+            storage.insert(obs, out.action, reward, terminated, truncated, ~prev_done, out.extras)
             prev_done = terminated | truncated
             if prev_done.any():
                 finished.append(EpisodeStats(*episode_stats(info)))
             obs = next_obs
-        # V(obs after the last step): the bootstrap for the last transition (also when truncated).
-        storage.finish(algo.value(obs))
+        # The observation after the last step (the last transition's next observation) and the
+        # extras the policy bootstraps from it (PPO: V(obs), also when truncated).
+        storage.finish(obs, policy.bootstrap(obs))
         self.obs, self.prev_done = obs, prev_done
         rollout = self._rollout(storage.get_data(), EpisodeStats.concat(finished), time.perf_counter() - start)
         rollout.info["preempted"] = float(preempted)
@@ -129,7 +135,7 @@ class CWorker:
     # -- runtime changes (issue 3): applied between rollouts, acknowledged by name -------------
     def update_parameter(self, kind: str, name: str, value: object) -> str:
         self.components = self.components.with_parameter(kind, name, value)
-        {"algo": self.algo, "storage": self.storage}[kind].update_parameter(name, value)
+        {"algo": self.policy, "storage": self.storage}[kind].update_parameter(name, value)
         return self.name
 
     def replace_component(self, kind: str, config: object) -> str:
@@ -139,15 +145,17 @@ class CWorker:
             self.env, self.obs = self.components.env.make(seed=self.components.seed, worker_index=self.index)
             self.num_envs = self.env.num_envs
             self.prev_done = np.zeros(self.num_envs, dtype=bool)
-            self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs)
+            self.storage = self._build_storage()
         elif kind == "storage":
-            self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs)
+            self.storage = self._build_storage()
         return self.name
 
     # -- checkpoints: taken between rollouts (the storage is empty then) ----------------------
     def get_state(self) -> dict[str, Any]:
         return {"name": self.name, "obs": torch.from_numpy(np.array(self.obs)), "prev_done": torch.from_numpy(
-                self.prev_done.copy()), "env": snapshot(self.env), "torch_rng": torch.get_rng_state()}
+                self.prev_done.copy()), "env": snapshot(self.env), "torch_rng": torch.get_rng_state(),
+                "policy": self.policy.state_dict(),
+                "storage": None if self.storage.on_policy else self.storage.state_dict()}
 
     def set_state(self, state: dict[str, Any]) -> str:
         report = restore(self.env, state["env"])
@@ -157,13 +165,16 @@ class CWorker:
         self.obs = state["obs"].numpy().copy()
         self.prev_done = state["prev_done"].numpy().copy()
         torch.set_rng_state(state["torch_rng"])  # the action sampling stream
+        self.policy.load_state_dict(state.get("policy", {}))  # exploration state (noise, ...)
+        if state.get("storage") is not None:  # a replay memory's CWorker side: its step counter
+            self.storage.load_state_dict(state["storage"])
         return self.name
 
     def inspect(self) -> dict[str, object]:
         """What this worker runs with now (tests query every worker with it)."""
         return {"name": self.name, "components": self.components, "env_id": self.components.env.id,
-                "num_envs": self.num_envs, "algo": self.algo.config, "storage": self.storage.config,
-                "optimizer_lrs": [g["lr"] for g in self.algo.optimizer.param_groups]}
+                "num_envs": self.num_envs, "algo": self.components.algo, "storage": self.storage.config,
+                "has_optimizer": hasattr(self.policy, "optimizer")}
 
     # -- introspection (tests, health checks) ------------------------------------------------
     def ping(self) -> str:

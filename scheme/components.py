@@ -9,25 +9,27 @@ process.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
 from colonyrl.agents.networks import ActorCriticConfig
-from colonyrl.agents.ppo import PPOConfig
+from colonyrl.config import ConfigError
 from colonyrl.envs.factory import EnvConfig
-from colonyrl.scheme.config import ConfigError
-from colonyrl.storage.rollout import RolloutConfig
 
 if TYPE_CHECKING:
-    from colonyrl.agents.base import Algorithm
+    from colonyrl.agents.base import Algorithm, AlgorithmConfig, Policy
 
 __all__ = ["Components", "Spaces", "PARAMETER_KINDS", "COMPONENT_KINDS"]
 
+
+def algo_kind(algo: Any) -> str:
+    return str(getattr(algo, "storage_kind", "?"))
+
 #: What ``update_parameter(kind, ...)`` may change: the component config holding the parameter.
 PARAMETER_KINDS = ("algo", "storage")
-#: What ``replace_component(kind, ...)`` may replace, with the config type each takes.
-COMPONENT_KINDS = {"env": EnvConfig, "test_env": EnvConfig, "storage": RolloutConfig}
+#: What ``replace_component(kind, ...)`` may replace (storage: a config of the storage kind in use).
+COMPONENT_KINDS = ("env", "test_env", "storage")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +41,12 @@ class Spaces:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Components:
     env: EnvConfig
+    #: The MLP spec every network of the algorithm is built from.
     actor: ActorCriticConfig
-    algo: PPOConfig
-    storage: RolloutConfig
+    #: Any algorithm config (agents/base.py ``AlgorithmConfig``); the engine reads its declarations.
+    algo: AlgorithmConfig
+    #: The storage config of the kind the algorithm names (``algo.storage_kind``).
+    storage: Any
     #: The test (evaluation) env; None means the train env's id with one sub-env.
     test_env: EnvConfig | None = None
     seed: int = 0
@@ -55,7 +60,11 @@ class Components:
             env.close()
 
     def build_algorithm(self, spaces: Spaces) -> Algorithm:
-        return self.algo.build(self.actor.build(spaces.observation, spaces.action))
+        return self.algo.build(spaces.observation, spaces.action, self.actor)
+
+    def build_policy(self, spaces: Spaces) -> Policy:
+        """The acting side only (what a CWorker holds)."""
+        return self.algo.build_policy(spaces.observation, spaces.action, self.actor)
 
     def evaluation_env(self) -> EnvConfig:
         return self.test_env if self.test_env is not None else self.env
@@ -79,9 +88,11 @@ class Components:
         """
         if kind not in COMPONENT_KINDS:
             raise ConfigError("replace_component.kind", kind, "one of " + ", ".join(map(repr, COMPONENT_KINDS)))
-        expected = COMPONENT_KINDS[kind]
+        expected = type(self.env) if kind in ("env", "test_env") else type(self.storage)
         if not isinstance(config, expected):
-            raise ConfigError(f"replace_component({kind!r}).config", config, f"an {expected.__name__}")
+            raise ConfigError(f"replace_component({kind!r}).config", config,
+                              f"a {expected.__name__} (the {algo_kind(self.algo)} storage this algorithm learns from)"
+                              if kind == "storage" else f"an {expected.__name__}")
         new = dataclasses.replace(self, **{kind: config})
         if kind in ("env", "test_env"):
             old_spaces = self.spaces()

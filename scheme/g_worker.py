@@ -1,10 +1,13 @@
-"""GWorker: turns its CWorkers' rollouts into gradients, one minibatch per call.
+"""GWorker: turns its CWorkers' rollouts into gradients, one batch per call.
 
-A round is collected (through the collection strategy) and prepared (GAE) either by
-``start_round``, when the Learner starts it on every GWorker together and merges their advantage
-statistics, or inside ``step`` when the batch is used up (async gradients). ``step`` = next
-minibatch -> ``algo.compute_gradients``. The Learner applies the gradients; the GWorker never
-steps an optimizer in central mode.
+The loop is the same for every algorithm: fill the storage with a round of rollouts -> take the
+batches the algorithm's update plan gives (on-policy: epochs x minibatches over the round;
+off-policy: batches sampled from the replay memory, as many as the update-to-data ratio allows,
+none before ``learning_starts``) -> ``algo.compute_gradients`` on each. A round is collected and
+prepared either by ``start_round``, when the Learner starts it on every GWorker together and
+merges their advantage statistics, or inside ``step`` when the batches are used up (async
+gradients). The Learner applies the gradients; the GWorker never steps an optimizer in central
+mode.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class GWorker:
             algo = components.build_algorithm(spaces)
         self.algo = algo
         self.spaces = spaces
-        self.storage = components.storage.build(spaces.observation, spaces.action, components.env.num_envs)
+        self.storage = self._build_storage()
         self.cworkers = make_cworker_set(cworkers, components)
         self.collection = collection or SyncCollection()
         self.numpy_grads = numpy_grads
@@ -74,6 +77,10 @@ class GWorker:
         self._round_env_steps, self._round_episodes, self._round_info = 0, [], {}
         self._data_version = 0.0
         self.allreduce: Any = None  # set by init_allreduce in decentralized mode
+
+    def _build_storage(self) -> Any:
+        return self.components.storage.build(self.spaces.observation, self.spaces.action,
+                                             self.components.env.num_envs, self.algo.policy.extras)
 
     def set_weights(self, weights: Weights) -> None:
         if weights.version != self.version:
@@ -103,7 +110,9 @@ class GWorker:
         self.version = version
         if self._prepared:  # a round from start_round: its minibatches use the union's statistics
             self._start_batches(round_moments)
-        while collect and self._next_batch is None:  # the round is over: collect the next one
+        if collect and self._next_batch is None:  # the round is over: collect the next one
+            # Once per step: a replay memory short of learning_starts gives no batch yet, and the
+            # packet then reports the env steps without gradients (the Learner's budget counts them).
             self._collect()
             self._start_batches(None)
         env_steps, episodes, info = self._round_env_steps, EpisodeStats.concat(self._round_episodes), self._round_info
@@ -111,15 +120,16 @@ class GWorker:
         batch = self._next_batch
         grads, num_samples = None, 0
         if batch is not None:
-            # Prefetch, so the end of a round is known as soon as its last minibatch is taken.
-            self._next_batch = next(self._batches, None)  # type: ignore[arg-type]
             start = time.perf_counter()
-            grads, grad_info = self.algo.compute_gradients(batch)
-            info.update(grad_info)
+            result = self.algo.compute_gradients(batch)
+            self.storage.after_gradients(batch, result)  # e.g. new priorities (prioritized replay)
+            # Prefetch (after the priority update: the next sample sees it), so the end of a round
+            # is known as soon as its last batch is taken.
+            self._next_batch = None if result.stop_round else next(self._batches, None)  # type: ignore[arg-type]
+            grads = result.grads
+            info.update(result.info)
             info["grad_time_s"] = time.perf_counter() - start
             num_samples = int(batch.obs.shape[0])
-            if grads is None:  # early stop (e.g. PPO target_kl): the rest of this batch is dropped
-                self._next_batch = None
         if self.allreduce is not None:  # decentralized: average with the others, apply here
             grads = self._apply_allreduced(grads, num_samples, info)
         elif grads is not None and self.numpy_grads:
@@ -170,13 +180,13 @@ class GWorker:
         """One collection round into the storage, GAE included; what it reports (env steps,
         episodes, timings) goes out with the next packet."""
         start = time.perf_counter()
-        weights = Weights(self.version, self.algo.get_weights())
+        weights = Weights(self.version, self.algo.acting_weights())
         rollouts = self.collection.collect(self.cworkers, weights)
         collect_wall = time.perf_counter() - start
-        self.storage.clear()
+        self.storage.start_round()  # on-policy: the last round is dropped; a replay memory keeps it
         raw = wire = 0.0
         for r in rollouts:
-            self.storage.add_data(unpack(r.data) if isinstance(r.data, Packed) else r.data)
+            self.storage.add_data(unpack(r.data) if isinstance(r.data, Packed) else r.data, r.worker)
             raw += r.info.get("raw_bytes", 0.0)
             wire += r.info.get("wire_bytes", 0.0)
         info = self.storage.before_gradients()
@@ -201,8 +211,7 @@ class GWorker:
         self._round_info.update(info)
 
     def _start_batches(self, moments: Moments | None) -> None:
-        cfg = self.algo.config
-        self._batches = self.storage.generate_batches(cfg.num_epochs, cfg.minibatch_size, self.generator, moments)
+        self._batches = self.storage.batches(self.algo.update_plan(), self.generator, moments)
         self._next_batch = next(self._batches, None)
         self._prepared = False
 
@@ -222,8 +231,8 @@ class GWorker:
     def replace_component(self, kind: str, config: object) -> list[str]:
         self.components = self.cworkers.components = self.components.with_component(kind, config)
         if kind == "storage":  # the batch in use keeps its data; the next round uses the new storage
-            self.storage = self.components.storage.build(self.spaces.observation, self.spaces.action,
-                                                         self.components.env.num_envs)
+            # (a new replay memory starts empty: replacing the memory drops its contents, by design)
+            self.storage = self._build_storage()
         return [self.name, *self.cworkers.call("replace_component", kind, config)]
 
     # -- checkpoints: taken between collection rounds (no minibatch iterator in flight) ----------------
@@ -254,7 +263,8 @@ class GWorker:
 
     def inspect(self) -> dict[str, Any]:
         return {"name": self.name, "components": self.components, "algo": self.algo.config,
-                "storage": self.storage.config, "optimizer_lrs": [g["lr"] for g in self.algo.optimizer.param_groups],
+                "storage": self.storage.config,
+                "optimizer_lrs": [g["lr"] for opt in _optimizers(self.algo) for g in opt.param_groups],
                 "cworkers": self.cworkers.call("inspect")}
 
     # -- introspection ---------------------------------------------------------------------------
@@ -281,3 +291,8 @@ class GWorker:
         self.cworkers.close()
         if self.allreduce is not None:
             self.allreduce.close()
+
+
+def _optimizers(algo: Any) -> list[torch.optim.Optimizer]:
+    """Every optimizer an algorithm has (attributes that are optimizers), for inspection."""
+    return [v for v in vars(algo).values() if isinstance(v, torch.optim.Optimizer)]

@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 import torch
 
+from colonyrl.config import Config, ConfigError, param
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.config import Config, ConfigError, param
 from colonyrl.scheme.g_worker import GWorker
 from colonyrl.scheme.learner import Learner
 from colonyrl.scheme.runtime import init_process

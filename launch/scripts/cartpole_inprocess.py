@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import sys
 
-import tyro
-
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
 from colonyrl.envs.factory import EnvConfig
-from colonyrl.launch.config import RunConfig, TrainConfig
+from colonyrl.launch.config import RunConfig, TrainConfig, parse_args
 from colonyrl.launch.train import train
 from colonyrl.scheme.scheme import SchemeConfig
 from colonyrl.storage.rollout import RolloutConfig
@@ -29,5 +27,5 @@ SCHEME = TrainConfig(
 )
 
 if __name__ == "__main__":
-    result = train(tyro.cli(TrainConfig, default=SCHEME))
+    result = train(parse_args(SCHEME))
     sys.exit(0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from colonyrl.agents.networks import ActorCritic, ActorCriticConfig, PolicyExport, export_policy
-from colonyrl.scheme.config import ConfigError
+from colonyrl.config import ConfigError
 
 CARTPOLE = (gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
 PENDULUM = (gym.spaces.Box(-8.0, 8.0, (3,), np.float32), gym.spaces.Box(-2.0, 2.0, (1,), np.float32))

@@ -12,7 +12,7 @@ import torch
 import torch.distributions as D
 
 from colonyrl.agents import PPO, ActorCriticConfig, Algorithm, PPOConfig, policy_loss, ppo_loss, value_loss
-from colonyrl.scheme.config import ConfigError
+from colonyrl.config import ConfigError
 
 CARTPOLE = (gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
 PENDULUM = (gym.spaces.Box(-8.0, 8.0, (3,), np.float32), gym.spaces.Box(-2.0, 2.0, (1,), np.float32))
@@ -29,7 +29,7 @@ class Batch(NamedTuple):  # duck-typed like colonyrl.storage.rollout.Minibatch
 
 def _algo(spaces=CARTPOLE, seed: int = 0, **kw) -> PPO:
     torch.manual_seed(seed)
-    return PPOConfig(**kw).build(ActorCriticConfig().build(*spaces))
+    return PPOConfig(**kw).build(*spaces, ActorCriticConfig())
 
 
 def _batch(algo: PPO, n: int = 64, seed: int = 1) -> Batch:
@@ -37,9 +37,9 @@ def _batch(algo: PPO, n: int = 64, seed: int = 1) -> Batch:
     g = torch.Generator().manual_seed(seed)
     obs_dim = algo.actor.obs_dim
     obs = torch.randn(n, obs_dim, generator=g)
-    out = algo.acting_step(obs.numpy())
-    logp_old = torch.from_numpy(out.logp) + 0.3 * torch.randn(n, generator=g)
-    values_old = torch.from_numpy(out.value) + 0.5 * torch.randn(n, generator=g)
+    out = algo.policy.act(obs.numpy())
+    logp_old = torch.from_numpy(out.extras["logp"]) + 0.3 * torch.randn(n, generator=g)
+    values_old = torch.from_numpy(out.extras["values"]) + 0.5 * torch.randn(n, generator=g)
     return Batch(obs, torch.from_numpy(out.action), logp_old, torch.randn(n, generator=g),
                  torch.randn(n, generator=g), values_old)
 
@@ -101,7 +101,7 @@ def test_advantages_normalized_per_minibatch() -> None:
 def test_compute_and_apply_change_weights() -> None:
     algo = _algo()
     before = algo.get_weights()
-    grads, info = algo.compute_gradients(_batch(algo))
+    grads, info = algo.compute_gradients(_batch(algo))[:2]
     assert grads is not None and len(grads) == len(algo.parameters())
     assert all(g is p.grad for g, p in zip(grads, algo.parameters(), strict=True))
     assert set(info) == {"policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "early_stop"}
@@ -117,7 +117,7 @@ def test_kl_early_stop_returns_none_and_changes_nothing() -> None:
     b = _batch(algo)
     b = b._replace(logp_old=b.logp_old - 2.0)  # ratio ~ e^2: KL far above 1.5 * 0.01
     before = algo.get_weights()
-    grads, info = algo.compute_gradients(b)
+    grads, info = algo.compute_gradients(b)[:2]
     assert grads is None and info["early_stop"] == 1.0 and info["approx_kl"] > 0.015
     assert all(p.grad is None for p in algo.parameters())  # no backward ran
     assert all(np.array_equal(v, algo.get_weights()[k]) for k, v in before.items())
@@ -137,7 +137,7 @@ def test_average_of_half_batches_equals_full_batch() -> None:
 def test_apply_numpy_readonly_equals_apply_tensors_and_clips_globally() -> None:
     a, b = _algo(max_grad_norm=0.1), _algo(max_grad_norm=0.1)
     batch = _batch(a)
-    grads, _ = a.compute_gradients(batch)
+    grads, _ = a.compute_gradients(batch)[:2]
     arrays = [g.numpy().copy() for g in grads]
     for x in arrays:
         x.flags.writeable = False
@@ -161,7 +161,7 @@ def test_apply_rejects_wrong_shapes() -> None:
 
 def test_no_grad_clip_still_reports_norm() -> None:
     algo = _algo(max_grad_norm=None)
-    grads, _ = algo.compute_gradients(_batch(algo))
+    grads, _ = algo.compute_gradients(_batch(algo))[:2]
     norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
     assert algo.apply_gradients(grads)["grad_norm"] == pytest.approx(norm, rel=1e-5)
 
@@ -231,11 +231,11 @@ def test_acting_step_discrete() -> None:
     assert isinstance(algo, Algorithm)
     obs = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
     obs.flags.writeable = False  # e.g. from Ray's object store
-    out = algo.acting_step(obs)
+    out = algo.policy.act(obs)
     assert out.action.dtype == np.int64 and out.action.shape == (8,)
-    assert out.logp.dtype == out.value.dtype == np.float32 and out.logp.shape == out.value.shape == (8,)
-    np.testing.assert_allclose(algo.value(obs), out.value, rtol=1e-6)
-    det = algo.acting_step(obs, deterministic=True)
+    assert out.extras["logp"].dtype == out.extras["values"].dtype == np.float32 and out.extras["logp"].shape == out.extras["values"].shape == (8,)
+    np.testing.assert_allclose(algo.policy.bootstrap(obs)["values"], out.extras["values"], rtol=1e-6)
+    det = algo.policy.act(obs, deterministic=True)
     logits = algo.actor(torch.from_numpy(obs.copy()))[0]
     np.testing.assert_array_equal(det.action, logits.argmax(-1).numpy())
 
@@ -243,15 +243,15 @@ def test_acting_step_discrete() -> None:
 @pytest.mark.parametrize("squash", [False, True])
 def test_acting_step_box_env_action_within_bounds(squash: bool) -> None:
     torch.manual_seed(0)
-    algo = PPOConfig().build(ActorCriticConfig(squash=squash, log_std_init=1.5).build(*PENDULUM))
+    algo = PPOConfig().build(*PENDULUM, ActorCriticConfig(squash=squash, log_std_init=1.5))
     obs = np.random.default_rng(0).standard_normal((512, 3)).astype(np.float32)
-    out = algo.acting_step(obs)
+    out = algo.policy.act(obs)
     assert out.action.dtype == np.float32 and out.action.shape == (512, 1)
     assert out.env_action.min() >= -2.0 and out.env_action.max() <= 2.0
     assert np.abs(out.action).max() > 2.0  # the raw sample is stored unclipped
     # The stored log-prob is that of the stored action under the current policy.
     dist, _ = algo.actor.distribution(torch.from_numpy(obs))
-    np.testing.assert_allclose(dist.log_prob(torch.from_numpy(out.action)).detach().numpy(), out.logp, rtol=1e-5)
+    np.testing.assert_allclose(dist.log_prob(torch.from_numpy(out.action)).detach().numpy(), out.extras["logp"], rtol=1e-5)
 
 
 def test_config_validation() -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from colonyrl.config import ConfigError
 from colonyrl.envs import EnvConfig, EnvHandle, StepDelay, env_seeds, episode_stats, reset_seeded
-from colonyrl.scheme.config import ConfigError
 
 
 def _unwrapped_vec(env):

@@ -102,6 +102,8 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
     assert set(lines) == {"ppo-cartpole", "ppo-cartpole-ray", "ppo-pendulum"}
     assert "(default)" in lines["ppo-cartpole"]
+    for name, line in lines.items():  # each with its algorithm and env
+        assert line.split()[1 + ("(default)" in line)] == name.split("-")[0], line
     out = _colonyrl("train", "--help", cwd=tmp_path)
     assert out.returncode == 0
     for flag in ("--algo.lr", "--scheme.num-grad-workers", "--env.num-envs", "--tracking-uri", "--total-env-steps"):

@@ -15,8 +15,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import pytest
 
+from colonyrl.config import Config, ConfigError, from_dict
 from colonyrl.launch.config import TrainConfig
-from colonyrl.scheme.config import Config, ConfigError, from_dict
 
 
 def _leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], type, Any, dict]]:

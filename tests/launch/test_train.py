@@ -5,10 +5,10 @@ from __future__ import annotations
 import mlflow
 import pytest
 
+from colonyrl.config import ConfigError
 from colonyrl.launch.config import RunConfig, Schedule, TrainConfig
 from colonyrl.launch.tracking import read_run
 from colonyrl.launch.train import train
-from colonyrl.scheme.config import ConfigError
 
 
 def test_schedule_values_linear_and_piecewise() -> None:

@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
+from colonyrl.config import Config, ConfigError, from_dict, param, to_flat_dict
 from colonyrl.launch.config import TrainConfig
-from colonyrl.scheme.config import Config, ConfigError, from_dict, param, to_flat_dict
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

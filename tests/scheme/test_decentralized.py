@@ -8,10 +8,10 @@ import torch
 
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
+from colonyrl.config import ConfigError
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.launch.train import train
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.config import ConfigError
 from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
 from colonyrl.storage.rollout import RolloutConfig
 

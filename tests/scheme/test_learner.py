@@ -12,11 +12,11 @@ import torch
 
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
+from colonyrl.config import ConfigError
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.launch.config import RunConfig, TrainConfig
 from colonyrl.launch.train import train
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.config import ConfigError
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket
 from colonyrl.scheme.scheme import Scheme, SchemeConfig
 from colonyrl.scheme.strategies import CentralUpdate, average_gradients
@@ -41,7 +41,7 @@ def _packet(grads: list, n: int) -> GradientPacket:
 
 
 def _grads(algo, batch: Minibatch) -> list[np.ndarray]:
-    grads, _ = algo.compute_gradients(batch)
+    grads, _ = algo.compute_gradients(batch)[:2]
     return [g.detach().numpy().copy() for g in grads]
 
 

@@ -23,12 +23,12 @@ def _poison(algo, bad_calls: set[int]) -> list[int]:
     compute, calls = algo.compute_gradients, [0]
 
     def compute_gradients(batch):
-        grads, info = compute(batch)
+        result = compute(batch)
         calls[0] += 1
         if calls[0] in bad_calls:
-            grads[0].fill_(float("nan"))
-            grads[-1].fill_(float("inf"))
-        return grads, info
+            result.grads[0].fill_(float("nan"))
+            result.grads[-1].fill_(float("inf"))
+        return result
 
     algo.compute_gradients = compute_gradients
     return calls

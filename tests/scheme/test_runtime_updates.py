@@ -10,10 +10,10 @@ import pytest
 
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
+from colonyrl.config import ConfigError
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.launch.evaluate import evaluate
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.config import ConfigError
 from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
 from colonyrl.storage.rollout import RolloutConfig
 

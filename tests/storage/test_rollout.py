@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from colonyrl.scheme.config import ConfigError
-from colonyrl.scheme.packets import ROLLOUT_KEYS
+from colonyrl.config import ConfigError
 from colonyrl.storage import Minibatch, RolloutConfig, RolloutStorage
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACT_SPACE = gym.spaces.Discrete(2)
+#: The rollout layout with PPO's extras (storage/layout.py)
+ROLLOUT_KEYS = ("obs", "actions", "rewards", "terminated", "truncated", "valid", "logp", "values")
 
 
 def collect(storage: RolloutStorage, env: gym.vector.VectorEnv, obs: np.ndarray, prev_done: np.ndarray,
@@ -27,15 +28,16 @@ def collect(storage: RolloutStorage, env: gym.vector.VectorEnv, obs: np.ndarray,
         logp = np.full(env.num_envs, np.log(0.5), np.float32)
         next_obs, rewards, terminated, truncated, _ = env.step(actions)
         # gymnasium NEXT_STEP autoreset: this step only reset the sub-envs that ended last step
-        row = dict(obs=obs, actions=actions, logp=logp, values=values, rewards=rewards,
-                   terminated=terminated, truncated=truncated, valid=~prev_done)
-        storage.insert(**row)
-        for key, value in row.items():
+        row = dict(obs=obs, actions=actions, rewards=rewards, terminated=terminated, truncated=truncated,
+                   valid=~prev_done)
+        storage.insert(**row, extras={"logp": logp, "values": values})
+        for key, value in {**row, "logp": logp, "values": values}.items():
             sent[key].append(np.array(value))
         obs, prev_done = next_obs, terminated | truncated
     last_values = (10 * obs[:, 0]).astype(np.float32)
-    storage.finish(last_values)
+    storage.finish(obs, {"values": last_values})
     sent["values"].append(last_values)
+    sent["obs"].append(np.array(obs))
     return obs, prev_done, sent
 
 
@@ -54,7 +56,8 @@ def make_rollout(steps: int, envs: int, invalid: list[tuple[int, int]], first_id
     for t, n in invalid:
         valid[t, n] = False
         terminated[t - 1, n] = True  # the step before an autoreset step ended the episode
-    return {"obs": np.stack([ids, ids, ids], axis=-1), "actions": (ids % 2).astype(np.int64),
+    obs_ids = np.concatenate([ids, np.full((1, envs), -1.0, np.float32)])  # row T: the obs after the last step
+    return {"obs": np.stack([obs_ids, obs_ids, obs_ids], axis=-1), "actions": (ids % 2).astype(np.int64),
             "logp": np.full((steps, envs), -0.5, np.float32), "values": np.zeros((steps + 1, envs), np.float32),
             "rewards": ids.copy(), "terminated": terminated, "truncated": np.zeros((steps, envs), bool),
             "valid": valid}
@@ -86,7 +89,7 @@ def test_round_trip_with_cartpole_marks_autoreset_steps(cartpole):
     assert tuple(data) == ROLLOUT_KEYS
     for key in ROLLOUT_KEYS:
         np.testing.assert_array_equal(data[key], np.stack(sent[key]), err_msg=key)
-    assert data["values"].shape == (13, 2) and data["obs"].shape == (12, 2, 4)
+    assert data["values"].shape == (13, 2) and data["obs"].shape == (13, 2, 4)
     assert data["obs"].dtype == np.float32 and data["actions"].dtype == np.int64
     assert data["logp"].dtype == data["values"].dtype == data["rewards"].dtype == np.float32
 
@@ -126,15 +129,15 @@ def test_partial_rollout_of_a_preempted_worker(cartpole):
     obs, _ = cartpole.reset(seed=2)
     collect(store, cartpole, obs, np.zeros(2, bool), np.random.default_rng(2), steps=3)
     data = store.get_data()
-    assert data["obs"].shape == (3, 2, 4) and data["values"].shape == (4, 2) and data["valid"].shape == (3, 2)
+    assert data["obs"].shape == (4, 2, 4) and data["values"].shape == (4, 2) and data["valid"].shape == (3, 2)
     assert all(array.flags.c_contiguous for array in data.values())
 
 
 def test_insert_when_full_and_get_data_before_finish_raise():
     store = storage(num_steps=1)
-    row = dict(obs=np.zeros((2, 3), np.float32), actions=np.zeros(2, np.int64), logp=np.zeros(2),
-               values=np.zeros(2), rewards=np.zeros(2), terminated=np.zeros(2, bool),
-               truncated=np.zeros(2, bool), valid=np.ones(2, bool))
+    row = dict(obs=np.zeros((2, 3), np.float32), actions=np.zeros(2, np.int64), rewards=np.zeros(2),
+               terminated=np.zeros(2, bool), truncated=np.zeros(2, bool), valid=np.ones(2, bool),
+               extras={"logp": np.zeros(2), "values": np.zeros(2)})
     store.insert(**row)
     with pytest.raises(RuntimeError, match="full"):
         store.insert(**row)
@@ -147,9 +150,9 @@ def test_image_obs_stay_uint8_and_box_actions_are_float32():
     act_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
     store = RolloutConfig(num_steps=2).build(obs_space, act_space, num_envs=3)
     for t in range(2):
-        store.insert(np.full((3, 4, 4), t, np.uint8), np.full((3, 2), 0.5), np.zeros(3), np.zeros(3),
-                     np.ones(3), np.zeros(3, bool), np.zeros(3, bool), np.ones(3, bool))
-    store.finish(np.zeros(3))
+        store.insert(np.full((3, 4, 4), t, np.uint8), np.full((3, 2), 0.5), np.ones(3), np.zeros(3, bool),
+                     np.zeros(3, bool), np.ones(3, bool), {"logp": np.zeros(3), "values": np.zeros(3)})
+    store.finish(np.full((3, 4, 4), 2, np.uint8), {"values": np.zeros(3)})
     data = store.get_data()
     assert data["obs"].dtype == np.uint8 and data["actions"].dtype == np.float32
     assert data["actions"].shape == (2, 3, 2)
@@ -210,7 +213,7 @@ def test_generate_batches_is_reproducible_with_a_generator():
 
 def test_update_parameter_changes_gamma_at_next_before_gradients():
     # one env, T=2, rewards [1, 1], V [0, 0, 2], no episode end, lambda = 1
-    rollout = {"obs": np.array([[[0, 0, 0]], [[1, 1, 1]]], np.float32), "actions": np.zeros((2, 1), np.int64),
+    rollout = {"obs": np.array([[[0, 0, 0]], [[1, 1, 1]], [[2, 2, 2]]], np.float32), "actions": np.zeros((2, 1), np.int64),
                "logp": np.zeros((2, 1), np.float32), "values": np.array([[0], [0], [2]], np.float32),
                "rewards": np.ones((2, 1), np.float32), "terminated": np.zeros((2, 1), bool),
                "truncated": np.zeros((2, 1), bool), "valid": np.ones((2, 1), bool)}
@@ -298,7 +301,7 @@ def test_add_data_invalidates_the_prepared_batch():
 
 @pytest.mark.parametrize("key, bad", [("values", np.zeros((3, 2), np.float32)),  # needs T+1 rows
                                       ("actions", np.zeros((3, 2), np.int32)),  # wrong dtype
-                                      ("obs", np.zeros((3, 2, 4), np.float32)),  # wrong obs shape
+                                      ("obs", np.zeros((3, 2, 3), np.float32)),  # needs T+1 rows
                                       ("valid", None)])  # missing
 def test_add_data_rejects_a_broken_rollout(key, bad):
     data = make_rollout(3, 2, invalid=[])

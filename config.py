@@ -197,9 +197,13 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
 def _coerce(value: Any, tp: Any) -> Any:
     options = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) in (typing.Union, types.UnionType) \
         else [tp]
+    configs = [o for o in options if isinstance(o, type) and dataclasses.is_dataclass(o)]
+    if configs and isinstance(value, dict):
+        # A union of configs (e.g. ``algo: PPOConfig | SACConfig``): ``asdict`` output names every
+        # field, so the class whose fields are exactly the keys is the one that was saved.
+        exact = [o for o in configs if {f.name for f in dataclasses.fields(o)} == set(value)]
+        return from_dict((exact or configs)[0], value)
     for option in options:
-        if isinstance(option, type) and dataclasses.is_dataclass(option) and isinstance(value, dict):
-            return from_dict(option, value)
         if get_origin(option) is tuple and isinstance(value, (list, tuple)):
             args = get_args(option)
             items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
