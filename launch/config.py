@@ -20,6 +20,7 @@ from colonyrl.config import Config, ConfigError, param
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.scheme import SchemeConfig
+from colonyrl.storage.replay import ReplayConfig
 from colonyrl.storage.rollout import RolloutConfig
 
 __all__ = ["RunConfig", "Schedule", "TrainConfig", "ALGORITHM_CONFIGS", "STORAGE_CONFIGS", "parse_args"]
@@ -27,7 +28,7 @@ __all__ = ["RunConfig", "Schedule", "TrainConfig", "ALGORITHM_CONFIGS", "STORAGE
 #: Every algorithm the command line offers, by ``name`` (a tyro subcommand each: ``algo:sac``).
 ALGORITHM_CONFIGS: tuple[type, ...] = (PPOConfig,)
 #: Every storage kind, by ``kind`` (``storage:replay``); an algorithm names the kind it learns from.
-STORAGE_CONFIGS: tuple[type, ...] = (RolloutConfig,)
+STORAGE_CONFIGS: tuple[type, ...] = (RolloutConfig, ReplayConfig)
 
 
 def _subcommands(configs: tuple[type, ...], attr: str) -> Any:

@@ -6,12 +6,25 @@
   gymnasium 1.x next-step autoreset semantics (truncation bootstraps, autoreset steps masked).
 * :class:`RolloutConfig` / :class:`RolloutStorage` / :class:`Minibatch` (``storage/rollout.py``):
   on-policy; GWorker side ``start_round -> add_data -> before_gradients -> batches(EpochPlan)``.
+* :class:`ReplayConfig` / :class:`ReplayMemory` / :class:`ReplayBatch` (``storage/replay.py``):
+  off-policy replay (uniform or prioritized with a sum tree, n-step returns, sample preprocessor,
+  offline datasets, CRC checks); GWorker side ``add_data -> before_gradients -> batches(ReplayPlan)
+  -> after_gradients`` (priorities).
 """
 
 from __future__ import annotations
 
 from colonyrl.storage.gae import generalized_advantage_estimate
 from colonyrl.storage.layout import RolloutBuffer
+from colonyrl.storage.replay import (
+    ReplayBatch,
+    ReplayConfig,
+    ReplayCorruptionError,
+    ReplayMemory,
+    load_dataset,
+    write_dataset,
+)
 from colonyrl.storage.rollout import Minibatch, RolloutConfig, RolloutStorage
 
-__all__ = ["generalized_advantage_estimate", "RolloutBuffer", "RolloutConfig", "RolloutStorage", "Minibatch"]
+__all__ = ["generalized_advantage_estimate", "RolloutBuffer", "RolloutConfig", "RolloutStorage", "Minibatch",
+           "ReplayConfig", "ReplayMemory", "ReplayBatch", "ReplayCorruptionError", "load_dataset", "write_dataset"]

@@ -1,0 +1,526 @@
+"""Replay memory for off-policy algorithms: CWorkers send rollouts, each GWorker keeps one memory.
+
+Data path: the CWorker side is the shared :class:`~colonyrl.storage.layout.RolloutBuffer`
+(``insert -> finish -> get_data``), exactly as on-policy; the GWorker calls :meth:`ReplayMemory.add_data`
+for every rollout it receives, :meth:`~ReplayMemory.before_gradients`, then iterates
+:meth:`~ReplayMemory.batches` once per round and hands each batch's new priorities back through
+:meth:`~ReplayMemory.after_gradients`.
+
+Models: SB3 ``stable_baselines3/common/buffers.py::ReplayBuffer`` (preallocated numpy ring,
+``ReplayBufferSamples`` NamedTuple, uniform sampling with replacement); PER as Schaul et al. 2016,
+https://arxiv.org/abs/1511.05952 (proportional, stratified over B segments, IS weights normalised
+by the largest weight), as SB3-contrib and OpenAI baselines implement it; tmrl's
+``sample_preprocessor`` (augmentation on sampled batches) and its update-to-data cap
+``max_training_steps_per_env_step``. n-step targets: :mod:`colonyrl.storage.nstep`.
+
+Update-to-data credit (SB3's ``gradient_steps / train_freq``): transitions stored since the last
+:meth:`~ReplayMemory.batches` call are credited in that call, ``credit += updates_per_step * added``,
+only if the memory then holds ``learning_starts`` transitions (earlier ones are dropped, so no
+backlog of catch-up updates when learning starts; the round that reaches ``learning_starts`` is
+credited in full, as SB3 trains on the first rollout past it). ``floor(credit)`` batches are
+drawn and the fractional rest carries over. The credit is taken when ``batches`` is called, so a
+round stopped early does not pile up a backlog either.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from colonyrl.config import Config, ConfigError, param
+from colonyrl.storage.layout import Layout, RolloutBuffer, check_rollout, make_layout
+from colonyrl.storage.nstep import join_tail, nstep_returns, split_tail, stream_breaks
+from colonyrl.storage.rollout import Moments
+from colonyrl.storage.sum_tree import SumTree
+
+if TYPE_CHECKING:  # colonyrl.agents imports colonyrl.storage: types only, no import cycle
+    from colonyrl.agents.base import GradientResult, ReplayPlan
+
+__all__ = ["ReplayConfig", "ReplayMemory", "ReplayBatch", "ReplayCorruptionError", "DATASET_KEYS",
+           "write_dataset", "load_dataset", "transition_crc"]
+
+#: The 1-step transitions of an offline dataset (``.npz``), one row each, in insertion order.
+DATASET_KEYS = ("obs", "actions", "rewards", "next_obs", "terminated", "truncated")
+#: transition_crc's argument order, by 1-step field
+_CRC_ORDER = ("obs", "actions", "rewards", "terminated", "truncated", "next_obs")
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig(Config):
+    """Replay memory parameters; ``gamma``, ``alpha`` and ``beta`` may change while training runs."""
+
+    num_steps: int = param(1, ge=1)
+    """T: env steps per sub-env per collection round, what a CWorker collects before sending (SB3's train_freq)."""
+    memory_size: int = param(1_000_000, ge=1)
+    """Capacity in transitions of each memory (one per GWorker)."""
+    gamma: float = param(0.99, ge=0.0, le=1.0, runtime=True)
+    """Discount of the n-step returns; a change applies to transitions stored afterwards."""
+    n_step: int = param(1, ge=1)
+    """Lookahead of the stored targets (1: one-step TD)."""
+    prioritized: bool = False
+    """Prioritized experience replay (Schaul et al. 2016, proportional)."""
+    alpha: float = param(0.6, ge=0.0, runtime=True)
+    """Priority exponent, p_i = (|delta_i| + epsilon)**alpha; a change applies to priorities set afterwards."""
+    beta: float = param(0.4, ge=0.0, le=1.0, runtime=True)
+    """Importance-sampling exponent; applies from the next batch."""
+    priority_epsilon: float = param(1e-6, gt=0.0)
+    """Added to |delta| so that no transition gets priority 0."""
+    sample_preprocessor: str | None = None
+    """"package.module:function" applied to every sampled ReplayBatch (augmentation, as tmrl's)."""
+    dataset_path: str | None = None
+    """An .npz dataset (write_dataset) that initialises the memory; requires n_step == 1."""
+    crc_debug: bool = False
+    """CWorkers checksum every transition; sampled ones are verified (ReplayCorruptionError)."""
+    #: Runtime parameters the collecting side uses (CWorkers get only these): none.
+    collection_parameters: ClassVar[frozenset[str]] = frozenset()
+    kind: ClassVar[str] = "replay"
+
+    def _check(self) -> None:
+        if self.sample_preprocessor is not None and not _IMPORT_PATH.fullmatch(self.sample_preprocessor):
+            raise ConfigError("ReplayConfig.sample_preprocessor", self.sample_preprocessor,
+                              "an import path 'package.module:function'")
+        if self.dataset_path is not None:
+            if not os.path.isfile(self.dataset_path):
+                raise ConfigError("ReplayConfig.dataset_path", self.dataset_path,
+                                  "an existing .npz file (see write_dataset)")
+            if self.n_step > 1:
+                # a dataset holds 1-step rows of interleaved streams: the sequences n-step needs are lost
+                raise ConfigError("ReplayConfig.n_step", self.n_step, "1 when dataset_path is set")
+
+    def build(self, observation_space: gym.Space, action_space: gym.Space, num_envs: int,
+              extras: Mapping[str, tuple] | None = None) -> ReplayMemory:
+        """A memory for ``num_envs`` sub-envs with these *single-env* spaces (extras: name -> ExtraSpec)."""
+        preprocessor = None if self.sample_preprocessor is None else _resolve(self.sample_preprocessor)
+        return ReplayMemory(self, observation_space, action_space, num_envs, extras or {}, preprocessor)
+
+
+def _resolve(path: str) -> Callable[[ReplayBatch], ReplayBatch]:
+    module_name, _, attribute = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError("ReplayConfig.sample_preprocessor", path,
+                          f"an importable 'package.module:function' ({error})") from error
+    if not callable(target):
+        raise ConfigError("ReplayConfig.sample_preprocessor", path, "a callable ReplayBatch -> ReplayBatch")
+    return target
+
+
+class ReplayBatch(NamedTuple):
+    """B sampled transitions, torch tensors on the CPU (model: SB3 ``ReplayBufferSamples``).
+
+    TD target: ``rewards + discounts * (1 - terminated) * Q(next_obs)``.
+    """
+
+    obs: torch.Tensor  # [B, *obs_shape], the observation space's dtype (uint8 stays uint8)
+    actions: torch.Tensor  # [B, *act_shape] int64 (Discrete) or float32 (Box)
+    rewards: torch.Tensor  # [B] float32, sum_{k<n'} gamma**k r_{t+k}
+    next_obs: torch.Tensor  # [B, *obs_shape], obs n' steps later (the real final one after an episode end)
+    terminated: torch.Tensor  # [B] float32, 1.0: a termination within the n' steps, no bootstrap
+    discounts: torch.Tensor  # [B] float32, gamma**n'
+    weights: torch.Tensor  # [B] float32, importance-sampling weights (ones when uniform)
+    indices: torch.Tensor  # [B] int64, memory slots (for update_priorities)
+
+
+class ReplayCorruptionError(RuntimeError):
+    """A stored transition no longer matches the checksum its CWorker computed (``crc_debug``)."""
+
+
+def transition_crc(obs: np.ndarray, action: np.ndarray, reward: Any, terminated: Any, truncated: Any,
+                   next_obs: np.ndarray) -> int:
+    """``zlib.crc32`` over the bytes of one transition (reward float32, flags bool, as stored)."""
+    crc = 0
+    for part in (obs, action, np.float32(reward), np.bool_(terminated), np.bool_(truncated), next_obs):
+        crc = zlib.crc32(np.ascontiguousarray(part).tobytes(), crc)
+    return crc
+
+
+class ReplayMemory:
+    """Both sides of replay: a CWorker's rollout buffer and a GWorker's ring buffer (built lazily).
+
+    Slots ``[0, num_samples)`` are filled; the ring then overwrites the oldest. Build it with
+    :meth:`ReplayConfig.build`; ``config`` holds the current :class:`ReplayConfig`.
+    """
+
+    on_policy: ClassVar[bool] = False
+
+    def __init__(self, config: ReplayConfig, observation_space: gym.Space, action_space: gym.Space,
+                 num_envs: int, extras: Mapping[str, tuple] | None = None,
+                 preprocessor: Callable[[ReplayBatch], ReplayBatch] | None = None) -> None:
+        self.config, self.num_envs = config, num_envs
+        self.layout: Layout = make_layout(observation_space, action_space, extras or {})
+        self._buffer = RolloutBuffer(self.layout, config.num_steps, num_envs)
+        self._preprocessor = preprocessor
+        self._row_steps = np.zeros(config.num_steps, np.int64)
+        self._env_steps = 0  # CWorker side: vector-env steps inserted so far (crc_debug step_index)
+        # GWorker side, allocated by the first add_data (CWorkers never allocate it)
+        self._arrays: dict[str, np.ndarray] = {}
+        self._tree: SumTree | None = None
+        self._cursor = self._size = self._uncredited = 0
+        self._credit, self._max_priority = 0.0, 1.0
+        self._pending: dict[str, dict[str, np.ndarray]] = {}  # source -> carried tail rows (n_step > 1)
+        self._sources: list[str] = []  # crc_debug: source id -> name
+        obs_shape, obs_dtype, _ = self.layout["obs"]
+        act_shape, act_dtype, _ = self.layout["actions"]
+        f32, b = np.dtype(np.float32), np.dtype(np.bool_)
+        #: slot field -> (trailing shape, dtype)
+        self.fields: dict[str, tuple[tuple[int, ...], np.dtype]] = {
+            "obs": (obs_shape, obs_dtype), "actions": (act_shape, act_dtype), "rewards": ((), f32),
+            "terminated": ((), b), "discounts": ((), f32), "next_obs": (obs_shape, obs_dtype),
+            "truncated": ((), b)}
+        #: the 1-step transition's fields (crc, datasets): the n-step ones when n == 1
+        self.one_step = {"obs": "obs", "actions": "actions", "rewards": "rewards", "terminated": "terminated",
+                         "truncated": "truncated", "next_obs": "next_obs"}
+        if config.n_step > 1:
+            self.fields |= {"rewards_1": ((), f32), "terminated_1": ((), b)}
+            self.one_step |= {"rewards": "rewards_1", "terminated": "terminated_1"}
+            if config.crc_debug:  # a second copy of observations: only when it is checked
+                self.fields["next_obs_1"] = (obs_shape, obs_dtype)
+                self.one_step["next_obs"] = "next_obs_1"
+        if config.crc_debug:
+            self.fields |= {"crc": ((), np.dtype(np.uint32)), "source": ((), np.dtype(np.int32)),
+                            "env": ((), np.dtype(np.int32)), "step_index": ((), np.dtype(np.int64))}
+
+    # ------------------------------------------------------------------ CWorker side
+    @property
+    def step(self) -> int:
+        return self._buffer.step
+
+    @property
+    def full(self) -> bool:
+        return self._buffer.full
+
+    def insert(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+               truncated: np.ndarray, valid: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> None:
+        """Write one vector-env step (each argument ``[N, ...]``); ``valid`` False for the autoreset step."""
+        self._buffer.insert(obs, actions, rewards, terminated, truncated, valid, extras or {})
+        self._row_steps[self._buffer.step - 1] = self._env_steps
+        self._env_steps += 1
+
+    def finish(self, last_obs: np.ndarray, bootstrap: Mapping[str, np.ndarray] | None = None) -> None:
+        self._buffer.finish(last_obs, bootstrap or {})
+
+    def get_data(self) -> dict[str, np.ndarray]:
+        """The rollout (:mod:`colonyrl.storage.layout`); with ``crc_debug`` also ``crc [T, N] uint32`` (per
+        transition, :func:`transition_crc` of obs[t], actions[t], rewards[t], terminated[t],
+        truncated[t], obs[t+1]) and ``step_index [T] int64`` (this CWorker's env-step count at row t)."""
+        data = self._buffer.get_data()
+        if self.config.crc_debug:
+            steps, envs = data["rewards"].shape
+            obs, crc = data["obs"], np.empty((steps, envs), np.uint32)
+            for t in range(steps):
+                for e in range(envs):
+                    crc[t, e] = transition_crc(obs[t, e], data["actions"][t, e], data["rewards"][t, e],
+                                               data["terminated"][t, e], data["truncated"][t, e], obs[t + 1, e])
+            data["crc"], data["step_index"] = crc, self._row_steps[:steps].copy()
+        return data
+
+    # ------------------------------------------------------------------ GWorker side
+    @property
+    def num_samples(self) -> int:
+        """Transitions held."""
+        return self._size
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def advantage_moments(self) -> Moments:
+        return Moments(0, 0.0, 0.0)  # no advantages in replay
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The filled slots of every field (views, for inspection)."""
+        return {name: array[:self._size] for name, array in self._arrays.items()}
+
+    @property
+    def priorities(self) -> np.ndarray | None:
+        """Prioritized: the sampling priorities p_i of the filled slots (read-only), else None."""
+        return None if self._tree is None else self._tree.priorities[:self._size]
+
+    def start_round(self) -> None:
+        """Nothing: the memory persists across rounds."""
+
+    def add_data(self, data: Mapping[str, np.ndarray], source: str) -> None:
+        """Store every valid transition of a rollout from ``source`` (a CWorker's name).
+
+        With ``n_step > 1`` a transition is stored once its n-step lookahead is known: the last
+        ``n - 1`` rows wait, per source, to be prepended to that source's next rollout (streams
+        are per (source, sub-env); sources may arrive in any order). If the next rollout does not
+        continue the stream (its ``obs[0]`` differs from the carried last observation: a restarted
+        CWorker), the waiting transitions are cut there, as by a time limit. Extras (none for
+        off-policy algorithms) are checked with the layout but not stored.
+        """
+        steps = check_rollout(self.layout, data)
+        piece = {key: data[key] for key in ("obs", "actions", "rewards", "terminated", "truncated", "valid")}
+        if self.config.crc_debug:
+            envs = data["rewards"].shape[1]
+            for key, shape, dtype in (("crc", (steps, envs), np.uint32), ("step_index", (steps,), np.int64)):
+                array = data.get(key)
+                if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
+                    raise ValueError(f"crc_debug: rollout[{key!r}] must be a {np.dtype(dtype)} array of shape "
+                                     f"{shape}, got {getattr(array, 'dtype', type(array).__name__)} {np.shape(array)}")
+                piece[key] = array
+            if source not in self._sources:
+                self._sources.append(source)
+        self._ensure_allocated()
+        needed = np.ones(piece["valid"].shape, bool)  # rows not stored yet
+        tail = self._pending.pop(source, None)
+        if tail is not None:
+            if tail["valid"].shape[1] != needed.shape[1]:
+                raise ValueError(f"source {source!r} sent {needed.shape[1]} sub-envs, before {tail['valid'].shape[1]}")
+            broken = stream_breaks(tail["obs"][-1], piece["obs"][0])
+            if broken.any():  # end those streams at the tail's last row
+                cut = np.zeros(tail["valid"].shape, bool)
+                cut[-1] = broken
+                self._store(tail, tail["needed"] & broken, source, cut=cut)
+                tail["needed"] = tail["needed"] & ~broken
+            piece, needed = join_tail(tail, piece)
+        complete = self._store(piece, needed, source)
+        tail = split_tail(piece, needed & piece["valid"] & ~complete, self.config.n_step)
+        if tail is not None:
+            self._pending[source] = tail
+
+    def _store(self, piece: Mapping[str, np.ndarray], needed: np.ndarray, source: str,
+               cut: np.ndarray | None = None) -> np.ndarray:
+        """Write the ``needed`` valid rows of ``piece`` whose n-step target is complete; return ``complete``.
+        ``cut`` ends episodes for the n-step sums only (the stored 1-step flags stay as sent)."""
+        truncated = piece["truncated"] if cut is None else piece["truncated"] | cut
+        returns, offset, discounts, done, complete = nstep_returns(
+            piece["rewards"], piece["terminated"], truncated, piece["valid"], self.config.gamma, self.config.n_step)
+        ts, es = np.nonzero(needed & piece["valid"] & complete)
+        obs = piece["obs"]
+        columns = {"obs": obs[ts, es], "actions": piece["actions"][ts, es], "rewards": returns[ts, es],
+                   "terminated": done[ts, es], "discounts": discounts[ts, es],
+                   "next_obs": obs[ts + offset[ts, es], es], "truncated": piece["truncated"][ts, es]}
+        if self.config.n_step > 1:
+            columns |= {"rewards_1": piece["rewards"][ts, es], "terminated_1": piece["terminated"][ts, es]}
+            if "next_obs_1" in self.fields:
+                columns["next_obs_1"] = obs[ts + 1, es]
+        if self.config.crc_debug:
+            columns |= {"crc": piece["crc"][ts, es], "step_index": piece["step_index"][ts], "env": es,
+                        "source": np.full(len(ts), self._sources.index(source))}
+        self._uncredited += self._write(columns)
+        return complete
+
+    def _write(self, columns: Mapping[str, np.ndarray]) -> int:
+        """Append rows to the ring (the oldest are overwritten); new rows get the max priority."""
+        count, capacity = len(columns["obs"]), self.config.memory_size
+        if count == 0:
+            return 0
+        slots = (self._cursor + np.arange(count)) % capacity
+        keep = slice(max(count - capacity, 0), count)  # more rows than slots: the last ones win
+        for name, array in self._arrays.items():
+            array[slots[keep]] = columns[name][keep]
+        if self._tree is not None:
+            self._tree.update(slots[keep], np.full(len(slots[keep]), self._max_priority ** self.config.alpha))
+        self._cursor = int((self._cursor + count) % capacity)
+        self._size = min(self._size + count, capacity)
+        return count
+
+    def _ensure_allocated(self) -> None:
+        if not self._arrays:
+            self._allocate()
+            if self.config.dataset_path is not None:
+                self._add_dataset(self.config.dataset_path)
+
+    def _allocate(self) -> None:
+        """``np.empty``: pages map on first write, so a large ``memory_size`` costs what is filled."""
+        size = self.config.memory_size
+        self._arrays = {name: np.empty((size, *shape), dtype) for name, (shape, dtype) in self.fields.items()}
+        self._tree = SumTree(size) if self.config.prioritized else None
+
+    def _add_dataset(self, path: str) -> None:
+        """Initialise from an offline dataset: counts toward ``learning_starts``, earns no update credit."""
+        data = load_dataset(path, self.layout)
+        rows = len(data["obs"])
+        columns = {**data, "discounts": np.full(rows, self.config.gamma, np.float32)}
+        if self.config.crc_debug:
+            name = f"dataset:{path}"
+            self._sources.append(name)
+            crc = [transition_crc(*(data[key][i] for key in _CRC_ORDER)) for i in range(rows)]
+            columns |= {"crc": np.array(crc, np.uint32),
+                        "source": np.full(rows, self._sources.index(name)), "env": np.zeros(rows, np.int32),
+                        "step_index": np.arange(rows)}
+        self._write(columns)
+
+    def before_gradients(self) -> dict[str, float]:
+        """Statistics after the round's adds; the credit itself is taken by :meth:`batches`."""
+        self._ensure_allocated()
+        return {"memory_size": float(self._size), "transitions_added": float(self._uncredited),
+                "transitions_waiting": float(sum(int(c["needed"].sum()) for c in self._pending.values()))}
+
+    def batches(self, plan: ReplayPlan, generator: torch.Generator | None = None,
+                advantage_moments: Moments | None = None) -> Iterator[ReplayBatch]:
+        """``floor(credit)`` batches of ``plan.batch_size`` once the memory holds ``plan.learning_starts``
+        (credit semantics: module docstring). Call it once per round, after :meth:`before_gradients`."""
+        del advantage_moments  # replay has no advantages
+        if plan.learning_starts > self.config.memory_size:
+            raise ValueError(f"learning_starts={plan.learning_starts} exceeds memory_size="
+                             f"{self.config.memory_size}: learning would never start")
+        self._ensure_allocated()
+        added, self._uncredited = self._uncredited, 0
+        if self._size == 0 or self._size < plan.learning_starts:
+            return iter(())
+        self._credit += plan.updates_per_step * added
+        count = math.floor(self._credit + 1e-9)  # 1e-9: 10 x 0.1 is one update, not 0.999... of one
+        self._credit -= count
+        return (self.sample(plan.batch_size, generator) for _ in range(count))
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplayBatch:
+        """One batch: uniform with replacement, or stratified proportional to the priorities."""
+        if self._size == 0:
+            raise RuntimeError("the replay memory is empty")
+        if self._tree is not None:
+            # one draw in each of B equal segments of [0, total) (Schaul et al. 2016, appendix B.2.1)
+            uniform = torch.rand(batch_size, generator=generator, dtype=torch.float64).numpy()
+            indices = self._tree.find((np.arange(batch_size) + uniform) * (self._tree.total / batch_size))
+            # w_i = (N P(i))**-beta / max_j w_j = (p_i / min_j p_j)**-beta
+            weights = (self._tree[indices] / self._tree.min) ** -self.config.beta
+        else:
+            indices = torch.randint(self._size, (batch_size,), generator=generator).numpy()
+            weights = np.ones(batch_size)
+        if self.config.crc_debug:
+            self._verify(indices)
+        a = self._arrays
+        batch = ReplayBatch(*(torch.from_numpy(a[name][indices]) for name in ("obs", "actions", "rewards", "next_obs")),
+                            terminated=torch.from_numpy(a["terminated"][indices].astype(np.float32)),
+                            discounts=torch.from_numpy(a["discounts"][indices]),
+                            weights=torch.from_numpy(weights.astype(np.float32)),
+                            indices=torch.from_numpy(indices.astype(np.int64)))
+        return batch if self._preprocessor is None else self._preprocessor(batch)
+
+    def _verify(self, indices: np.ndarray) -> None:
+        a, one = self._arrays, self.one_step
+        for i in np.unique(indices):
+            crc = transition_crc(*(a[one[key]][i] for key in _CRC_ORDER))
+            if crc != a["crc"][i]:
+                source = int(a["source"][i])
+                name = self._sources[source] if 0 <= source < len(self._sources) else f"<unknown id {source}>"
+                raise ReplayCorruptionError(
+                    f"replay slot {i}: the transition from worker {name!r}, sub-env {a['env'][i]}, "
+                    f"step_index {a['step_index'][i]} fails its CRC32 (sent {a['crc'][i]:08x}, "
+                    f"now {crc:08x}): corrupted in transit or in memory")
+
+    def after_gradients(self, batch: ReplayBatch, result: GradientResult) -> None:
+        """Prioritized: the batch's new priorities (``result.priorities``, e.g. |TD error|)."""
+        if self.config.prioritized and result.priorities is not None:
+            priorities = result.priorities
+            if isinstance(priorities, torch.Tensor):
+                priorities = priorities.detach().cpu().numpy()
+            self.update_priorities(batch.indices.cpu().numpy(), priorities)
+
+    def update_priorities(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+        """p_i = (|priority_i| + epsilon)**alpha. A slot overwritten since it was sampled gets the
+        old transition's priority (as SB3-contrib and baselines: at most one round stale)."""
+        if self._tree is None:
+            raise RuntimeError("update_priorities needs prioritized=True (and a first add_data)")
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        raw = np.abs(np.asarray(priorities, np.float64)).reshape(-1) + self.config.priority_epsilon
+        if raw.shape != indices.shape or not np.all(np.isfinite(raw)):
+            raise ValueError(f"need {indices.size} finite priorities, got {np.shape(priorities)}")
+        if indices.size and (indices.min() < 0 or indices.max() >= self._size):
+            raise IndexError(f"indices must be filled slots [0, {self._size})")
+        self._tree.update(indices, raw ** self.config.alpha)
+        self._max_priority = max(self._max_priority, float(raw.max(initial=0.0)))
+
+    def update_parameter(self, name: str, value: Any) -> None:
+        """Change ``gamma`` (new n-step targets), ``alpha`` (priorities set afterwards) or ``beta``
+        (next batch). Raises :class:`~colonyrl.config.ConfigError`, changing nothing, if invalid."""
+        self.config = self.config.check_parameter(name, value)
+
+    # ------------------------------------------------------------------ checkpoints and datasets
+    def state_dict(self) -> dict[str, Any]:
+        """A deep copy of the filled memory and every counter: tensors and primitives only
+        (``torch.load(weights_only=True)`` reads it)."""
+        def tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+            return {key: torch.from_numpy(np.array(value)) for key, value in arrays.items()}
+        return {"memory_size": self.config.memory_size, "n_step": self.config.n_step,
+                "prioritized": self.config.prioritized,
+                "allocated": bool(self._arrays), "cursor": self._cursor, "size": self._size,
+                "credit": self._credit, "uncredited": self._uncredited, "max_priority": self._max_priority,
+                "env_steps": self._env_steps, "sources": list(self._sources), "arrays": tensors(self.arrays),
+                "priorities": None if self._tree is None else torch.from_numpy(self.priorities.copy()),
+                "pending": {source: tensors(carry) for source, carry in self._pending.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` exactly (the dataset is not read again: the state holds it)."""
+        for key in ("memory_size", "n_step", "prioritized"):
+            if state[key] != getattr(self.config, key):
+                raise ValueError(f"state has {key}={state[key]}, this memory {getattr(self.config, key)}")
+        if state["allocated"] and set(state["arrays"]) != set(self.fields):
+            raise ValueError(f"state holds fields {sorted(state['arrays'])}, this memory {sorted(self.fields)} "
+                             "(crc_debug differs?)")
+        self._arrays, self._tree, size = {}, None, int(state["size"])
+        if state["allocated"]:
+            self._allocate()
+            for name, tensor in state["arrays"].items():
+                self._arrays[name][:size] = tensor.numpy()
+            if self._tree is not None:
+                self._tree.update(np.arange(size), state["priorities"].numpy())
+        self._cursor, self._size, self._uncredited = int(state["cursor"]), size, int(state["uncredited"])
+        self._credit, self._max_priority = float(state["credit"]), float(state["max_priority"])
+        self._env_steps, self._sources = int(state["env_steps"]), list(state["sources"])
+        self._pending = {source: {key: tensor.numpy().copy() for key, tensor in carry.items()}
+                         for source, carry in state["pending"].items()}
+
+    def transitions(self) -> dict[str, np.ndarray]:
+        """The stored 1-step transitions (``DATASET_KEYS``), oldest first (copies)."""
+        if self.config.n_step > 1 and self.one_step["next_obs"] == "next_obs":
+            raise ValueError("an n_step > 1 memory keeps the 1-step next observations only with crc_debug=True")
+        order = np.arange(self._size)
+        if self._size == self.config.memory_size:
+            order = (order + self._cursor) % self._size
+        if not self._arrays:  # never allocated: empty columns of the right shapes
+            return {key: np.empty((0, *self.fields[key][0]), self.fields[key][1]) for key in DATASET_KEYS}
+        return {key: self._arrays[self.one_step[key]][order] for key in DATASET_KEYS}
+
+
+def write_dataset(memory: ReplayMemory, path: str | os.PathLike) -> None:
+    """Write ``memory``'s 1-step transitions to ``path`` as an ``.npz`` (no pickled objects)."""
+    with open(path, "wb") as file:  # a file object: np.savez would append ".npz" to a bare name
+        np.savez(file, **memory.transitions())
+
+
+def load_dataset(path: str | os.PathLike, layout: Layout | None = None) -> dict[str, np.ndarray]:
+    """Read and validate an ``.npz`` dataset (``DATASET_KEYS``; against ``layout`` when given)."""
+    try:
+        with np.load(path, allow_pickle=False) as file:
+            missing = [key for key in DATASET_KEYS if key not in file.files]
+            if missing:
+                raise ValueError(f"dataset {path}: missing keys {missing}; expected {DATASET_KEYS}")
+            data = {}
+            for key in DATASET_KEYS:
+                try:
+                    data[key] = file[key]
+                except ValueError as error:  # e.g. an object array: it would need pickle
+                    raise ValueError(f"dataset {path}: {key!r} cannot be read without pickle ({error})") from error
+    except (OSError, EOFError) as error:
+        raise ValueError(f"dataset {path}: not a readable .npz file ({error})") from error
+    rows = len(data["obs"]) if data["obs"].ndim else 0
+    expected = {"rewards": ((), np.dtype(np.float32)), "terminated": ((), np.dtype(np.bool_)),
+                "truncated": ((), np.dtype(np.bool_)), "next_obs": (data["obs"].shape[1:], data["obs"].dtype)}
+    if layout is not None:
+        expected |= {key: layout[key][:2] for key in ("obs", "actions")} | {"next_obs": layout["obs"][:2]}
+    for key in DATASET_KEYS:
+        array = data[key]
+        if array.ndim == 0 or len(array) != rows:
+            raise ValueError(f"dataset {path}: {key!r} has shape {array.shape}, expected {rows} rows as 'obs'")
+        if key in expected and (array.shape[1:], array.dtype) != expected[key]:
+            shape, dtype = expected[key]
+            raise ValueError(f"dataset {path}: {key!r} must be {dtype} [{rows}, *{shape}], got "
+                             f"{array.dtype} {array.shape}")
+    return data
