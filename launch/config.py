@@ -14,8 +14,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import tyro
 
+from colonyrl.agents.ddpg import DDPGConfig
+from colonyrl.agents.dqn import DQNConfig
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
+from colonyrl.agents.sac import SACConfig
+from colonyrl.agents.td3 import TD3Config
 from colonyrl.config import Config, ConfigError, param
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.scheme.components import Components
@@ -26,7 +30,7 @@ from colonyrl.storage.rollout import RolloutConfig
 __all__ = ["RunConfig", "Schedule", "TrainConfig", "ALGORITHM_CONFIGS", "STORAGE_CONFIGS", "parse_args"]
 
 #: Every algorithm the command line offers, by ``name`` (a tyro subcommand each: ``algo:sac``).
-ALGORITHM_CONFIGS: tuple[type, ...] = (PPOConfig,)
+ALGORITHM_CONFIGS: tuple[type, ...] = (PPOConfig, SACConfig, TD3Config, DDPGConfig, DQNConfig)
 #: Every storage kind, by ``kind`` (``storage:replay``); an algorithm names the kind it learns from.
 STORAGE_CONFIGS: tuple[type, ...] = (RolloutConfig, ReplayConfig)
 

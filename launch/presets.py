@@ -18,6 +18,11 @@ PRESETS: dict[str, str] = {
     "ppo-cartpole": "colonyrl.launch.scripts.cartpole_inprocess",
     "ppo-cartpole-ray": "colonyrl.launch.scripts.cartpole_ray",
     "ppo-pendulum": "colonyrl.launch.scripts.pendulum",
+    "sac-pendulum": "colonyrl.launch.scripts.sac_pendulum",
+    "sac-pendulum-ray": "colonyrl.launch.scripts.sac_pendulum_ray",
+    "td3-pendulum": "colonyrl.launch.scripts.td3_pendulum",
+    "ddpg-pendulum": "colonyrl.launch.scripts.ddpg_pendulum",
+    "dqn-cartpole": "colonyrl.launch.scripts.dqn_cartpole",
 }
 DEFAULT_PRESET = "ppo-cartpole"
 

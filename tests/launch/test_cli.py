@@ -100,7 +100,8 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
     out = _colonyrl("presets", cwd=tmp_path)
     assert out.returncode == 0
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
-    assert set(lines) == {"ppo-cartpole", "ppo-cartpole-ray", "ppo-pendulum"}
+    assert set(lines) == {"ppo-cartpole", "ppo-cartpole-ray", "ppo-pendulum", "sac-pendulum", "sac-pendulum-ray",
+                          "td3-pendulum", "ddpg-pendulum", "dqn-cartpole"}
     assert "(default)" in lines["ppo-cartpole"]
     for name, line in lines.items():  # each with its algorithm and env
         assert line.split()[1 + ("(default)" in line)] == name.split("-")[0], line

@@ -1,0 +1,240 @@
+"""What SAC, TD3, DDPG and DQN share: the replay batch they read, the TD target, Polyak averaging,
+and the plumbing of the ``Algorithm`` / ``Policy`` contracts (weights, checkpoints, runtime
+parameters) over a dict of named networks.
+
+Each algorithm keeps its networks in ``self.nets`` (name -> module, target networks included) and
+names the acting subset in ``acting``; weights travel as ``{"<net>.<tensor>": array}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from colonyrl.agents.base import ActOut, ExtraSpec, ReplayPlan
+from colonyrl.config import ConfigError, from_dict
+
+__all__ = ["ReplayBatchLike", "td_target", "polyak_update", "as_tensor", "copy_into", "module_arrays",
+           "load_module_arrays", "grad_norm", "grads_of", "ReplayConfigMixin", "OffPolicyAlgorithm", "OffPolicyPolicy"]
+
+
+class ReplayBatchLike(Protocol):
+    """The fields of ``storage.replay.ReplayBatch`` the algorithms read (torch tensors, B rows)."""
+
+    obs: torch.Tensor  # [B, *obs]
+    actions: torch.Tensor  # [B] int64 (Discrete) or [B, *act] float32 in env units (Box)
+    rewards: torch.Tensor  # [B]
+    next_obs: torch.Tensor  # [B, *obs]
+    terminated: torch.Tensor  # [B], 1.0 = terminal: no bootstrap (truncation is not termination)
+    discounts: torch.Tensor  # [B], gamma**n for an n-step return
+    weights: torch.Tensor  # [B], prioritized replay's importance weights (ones when uniform)
+    indices: torch.Tensor  # [B] int64, where the samples live in the storage
+
+
+def td_target(rewards: torch.Tensor, discounts: torch.Tensor, terminated: torch.Tensor,
+              next_value: torch.Tensor) -> torch.Tensor:
+    """y = r + gamma^n * (1 - terminated) * V(s') (Mnih et al. 2015, eq. 2; n-step as SB3's
+    ``replay_data.discounts``)."""
+    return rewards + discounts * (1.0 - terminated) * next_value
+
+
+@torch.no_grad()
+def polyak_update(params: Sequence[torch.Tensor], target_params: Sequence[torch.Tensor], tau: float) -> None:
+    """target <- (1 - tau) * target + tau * online (Lillicrap et al. 2016); tau = 1 copies exactly
+    (SB3's ``polyak_update`` does ``mul_(1 - tau)`` then ``add_(alpha=tau)``, also exact at 1)."""
+    params, target_params = list(params), list(target_params)
+    if tau == 1.0:
+        torch._foreach_copy_(target_params, params)
+    else:
+        torch._foreach_mul_(target_params, 1.0 - tau)
+        torch._foreach_add_(target_params, params, alpha=tau)
+
+
+def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Zero-copy numpy -> torch; a read-only array (Ray's object store) is copied first."""
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.from_numpy(x if x.flags.writeable else np.array(x))
+
+
+def copy_into(dst: torch.Tensor, src: torch.Tensor | np.ndarray) -> None:
+    """``dst[...] = src`` with a shape check; ``src`` may be a read-only numpy array (never written)."""
+    if tuple(src.shape) != tuple(dst.shape):
+        raise ValueError(f"shape {tuple(src.shape)} does not match {tuple(dst.shape)}")
+    if isinstance(src, torch.Tensor):
+        dst.copy_(src)
+    elif dst.device.type == "cpu":
+        np.copyto(dst.numpy(), src, casting="same_kind")
+    else:
+        dst.copy_(torch.tensor(src))
+
+
+def module_arrays(nets: Mapping[str, nn.Module]) -> dict[str, np.ndarray]:
+    """``{"<net>.<tensor>": numpy copy}`` of every net's state."""
+    return {f"{name}.{k}": v.detach().cpu().numpy().copy() for name, net in nets.items()
+            for k, v in net.state_dict().items()}
+
+
+def load_module_arrays(nets: Mapping[str, nn.Module], arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy ``arrays`` (as ``module_arrays`` names them) into the nets in place; the names must match."""
+    state = {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict().items()}
+    if set(arrays) != set(state):
+        raise KeyError(f"weight names differ: missing {sorted(set(state) - set(arrays))}, "
+                       f"unexpected {sorted(set(arrays) - set(state))}")
+    with torch.no_grad():
+        for key, tensor in state.items():
+            copy_into(tensor, arrays[key])
+
+
+def grad_norm(params: Sequence[torch.Tensor]) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+
+def grads_of(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """d loss / d params only: no ``.grad`` is touched, so e.g. the actor loss, whose graph runs
+    through the critic, leaves the critic's gradients alone."""
+    return list(torch.autograd.grad(loss, list(params), allow_unused=True, materialize_grads=True))
+
+
+class ReplayConfigMixin:
+    """For the algorithm configs: they learn from a replay memory (``ReplayConfig``)."""
+
+    storage_kind: ClassVar[str] = "replay"
+    batch_size: int
+    learning_starts: int
+    updates_per_step: float
+
+    def update_plan(self) -> ReplayPlan:
+        return ReplayPlan(self.batch_size, self.learning_starts, float(self.updates_per_step))
+
+
+class OffPolicyPolicy:
+    """The acting side over ``nets`` (e.g. ``{"actor": actor}``); subclasses define ``policy_act``,
+    ``random_act`` and ``export_module``. Acting parameters (DQN's epsilon, TD3's action noise)
+    live in ``config``.
+
+    Warm-up: the first ``config.learning_starts`` env steps of each policy (each CWorker) take
+    uniform random actions, as SB3's off-policy ``_sample_action`` does before ``learning_starts``
+    (RL Zoo's TD3/DDPG presets rely on it: 10k random steps). The count is acting state: it is
+    in ``state_dict`` so a resumed CWorker does not explore at random again. With M CWorkers per
+    memory, M x learning_starts random transitions are collected (SB3 has one env per memory)."""
+
+    extras: ClassVar[dict[str, ExtraSpec]] = {}  # nothing beyond the transition is stored
+
+    def __init__(self, config: Any, nets: Mapping[str, nn.Module]) -> None:
+        self.config, self.nets = config, dict(nets)
+        self.warmup_left = int(config.learning_starts)
+
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
+        if not deterministic and self.warmup_left > 0:
+            self.warmup_left -= int(obs.shape[0])
+            return self.random_act(int(obs.shape[0]))
+        return self.policy_act(obs, deterministic)
+
+    def policy_act(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
+        raise NotImplementedError
+
+    def random_act(self, n: int) -> ActOut:
+        """``n`` uniform random actions (torch's global RNG: CWorkers seed it per worker)."""
+        raise NotImplementedError
+
+    def bootstrap(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {}
+
+    def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
+        load_module_arrays(self.nets, arrays)
+
+    def update_parameter(self, name: str, value: Any) -> None:
+        acting = type(self.config).acting_parameters
+        if name not in acting:
+            raise ConfigError(f"{type(self.config).__name__}.<acting parameter>", name,
+                              "one of " + ", ".join(repr(a) for a in sorted(acting)) if acting else "none")
+        self.config = self.config.check_parameter(name, value)
+
+    def state_dict(self) -> dict:
+        """The acting parameters' current values (they change at runtime, e.g. epsilon schedules)
+        and the warm-up steps left."""
+        return {"parameters": {name: getattr(self.config, name) for name in sorted(type(self.config).acting_parameters)},
+                "warmup_left": self.warmup_left}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.config = self.config.replace(**state["parameters"])
+        self.warmup_left = int(state["warmup_left"])
+
+
+class OffPolicyAlgorithm:
+    """Contract plumbing; subclasses set ``config``, ``nets``, ``acting``, ``optimizers``,
+    ``_params`` and ``policy`` and define ``compute_gradients`` / ``apply_gradients``."""
+
+    config: Any
+    policy: OffPolicyPolicy
+    nets: dict[str, nn.Module]  # every network a replica needs, target networks included
+    acting: tuple[str, ...]  # the names of the nets the policy acts with
+    optimizers: dict[str, torch.optim.Optimizer]
+    _params: list[torch.Tensor]  # parameters() order: the order gradients travel in
+    n_updates: int = 0  # apply_gradients calls so far (TD3's delay, DQN's target interval)
+
+    def update_plan(self) -> ReplayPlan:
+        return self.config.update_plan()
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self._params)
+
+    def _load_grads(self, grads: Sequence[torch.Tensor | np.ndarray]) -> None:
+        if len(grads) != len(self._params):
+            raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
+        for p, g in zip(self._params, grads, strict=True):
+            if g is not p.grad:
+                if p.grad is None:
+                    p.grad = torch.empty_like(p)
+                copy_into(p.grad, g)
+
+    # -- weights, checkpoints, runtime hyperparameters ----------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Every net (targets included) and the update counter, so a replica that joins late
+        (decentralized) keeps TD3's delay and DQN's target interval in step with the others."""
+        return {**module_arrays(self.nets), "n_updates": np.array(self.n_updates, np.int64)}
+
+    def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Copy ``arrays`` in place (read-only arrays are fine; optimizers untouched)."""
+        arrays = dict(arrays)
+        if "n_updates" not in arrays:
+            raise KeyError("weight names differ: missing ['n_updates']")
+        self.n_updates = int(arrays.pop("n_updates"))
+        load_module_arrays(self.nets, arrays)
+
+    def acting_weights(self) -> dict[str, np.ndarray]:
+        return module_arrays({name: self.nets[name] for name in self.acting})
+
+    def state_dict(self) -> dict:
+        """A deep copy (torch's state dicts alias the live tensors)."""
+        return copy.deepcopy({"nets": {k: v.state_dict() for k, v in self.nets.items()},
+                              "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                              "n_updates": self.n_updates, "config": dataclasses.asdict(self.config),
+                              "policy": self.policy.state_dict()})
+
+    def load_state_dict(self, state: dict) -> None:
+        self.config = from_dict(type(self.config), state["config"])
+        for name, net in self.nets.items():
+            net.load_state_dict(state["nets"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.n_updates = int(state["n_updates"])
+        self.policy.load_state_dict(state["policy"])
+
+    def update_parameter(self, name: str, value: Any) -> None:
+        """Change a runtime hyperparameter; ConfigError (nothing changed) if the name or value is bad.
+        ``lr`` applies to every optimizer; acting parameters go to ``self.policy`` too."""
+        self.config = self.config.check_parameter(name, value)
+        if name == "lr":
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = float(value)
+        if name in type(self.config).acting_parameters:
+            self.policy.update_parameter(name, value)
