@@ -78,3 +78,35 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {file} lacks {sorted(missing)}")
     state["path"] = str(file)
     return state
+
+
+def export_dataset(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+    """Write the replay memories of a checkpoint (every GWorker's, concatenated) as an offline
+    dataset ``out`` (``.npz``, storage/replay.py ``DATASET_KEYS``), which ``ReplayConfig.dataset_path``
+    initialises another run's memories from. Returns the number of transitions written."""
+    import numpy as np
+
+    from colonyrl.config import from_dict
+    from colonyrl.launch.config import TrainConfig
+    from colonyrl.storage.replay import DATASET_KEYS
+
+    state = load_checkpoint(checkpoint)
+    cfg = from_dict(TrainConfig, state["config"])
+    workers = state["learner"]["workers"]
+    if workers is None:
+        raise CheckpointError(f"{state['path']} holds no worker state (taken mid-round), so no replay memory")
+    if cfg.storage.kind != "replay":
+        raise CheckpointError(f"{state['path']} is a {cfg.algo.name} run with {cfg.storage.kind} storage: "
+                              "no replay memory to export")
+    spaces = cfg.components().spaces()
+    parts = []
+    for worker in workers:
+        memory = cfg.storage.replace(dataset_path=None).build(spaces.observation, spaces.action, cfg.env.num_envs)
+        memory.load_state_dict(worker["storage"])
+        parts.append(memory.transitions())
+    data = {key: np.concatenate([p[key] for p in parts]) for key in DATASET_KEYS}
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as file:  # a file object: np.savez would append ".npz" to a bare name
+        np.savez(file, **data)
+    os.replace(tmp, out)
+    return int(len(data["obs"]))

@@ -3,6 +3,7 @@
     colonyrl train [--preset NAME] [--algo.lr 0.001 --scheme.num-grad-workers 2 ...]
     colonyrl evaluate RUN_FOLDER [--episodes 10]
     colonyrl presets
+    colonyrl dataset CHECKPOINT OUT.npz
     colonyrl tracking-import RUN_FOLDER [--tracking-uri URI]
 
 Every flag of ``train`` comes from ``TrainConfig`` (``colonyrl train --help`` lists them with the
@@ -23,9 +24,9 @@ from colonyrl.launch.evaluate import ModelFileError
 from colonyrl.launch.tracking import FallbackImportError, TrackingUnavailableError
 from colonyrl.launch.train import TrainingInterrupted
 
-__all__ = ["main", "EvaluateArgs", "TrackingImportArgs"]
+__all__ = ["main", "EvaluateArgs", "DatasetArgs", "TrackingImportArgs"]
 
-USAGE = "usage: colonyrl {train,evaluate,presets,tracking-import} [--help]"
+USAGE = "usage: colonyrl {train,evaluate,presets,dataset,tracking-import} [--help]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,17 @@ class EvaluateArgs:
     seed: int = 0
     #: Sample actions instead of taking the most likely one.
     stochastic: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetArgs:
+    """Write a checkpoint's replay memories as an offline dataset (.npz) that
+    ``--storage.dataset-path`` starts another run's memories from."""
+
+    #: A checkpoint file, or a folder of them (the newest is used).
+    checkpoint: Annotated[str, tyro.conf.Positional]
+    #: The .npz file to write.
+    out: Annotated[str, tyro.conf.Positional]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +112,15 @@ def presets_main(argv: list[str]) -> int:
     return 0
 
 
+def dataset_main(argv: list[str]) -> int:
+    from colonyrl.launch.checkpoint import export_dataset
+
+    args = tyro.cli(DatasetArgs, args=argv, prog="colonyrl dataset")
+    rows = export_dataset(args.checkpoint, args.out)
+    print(f"wrote {rows:,} transitions to {args.out}")
+    return 0
+
+
 def tracking_import_main(argv: list[str]) -> int:
     from colonyrl.launch.tracking import import_fallback
 
@@ -111,7 +132,7 @@ def tracking_import_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_main, "evaluate": evaluate_main, "presets": presets_main,
+COMMANDS = {"train": train_main, "evaluate": evaluate_main, "presets": presets_main, "dataset": dataset_main,
             "tracking-import": tracking_import_main}
 
 

@@ -294,5 +294,9 @@ class GWorker:
 
 
 def _optimizers(algo: Any) -> list[torch.optim.Optimizer]:
-    """Every optimizer an algorithm has (attributes that are optimizers), for inspection."""
-    return [v for v in vars(algo).values() if isinstance(v, torch.optim.Optimizer)]
+    """Every optimizer an algorithm has (attributes that are optimizers, or dicts of them), for inspection."""
+    found = []
+    for value in vars(algo).values():
+        found.extend(v for v in (value.values() if isinstance(value, dict) else [value])
+                     if isinstance(v, torch.optim.Optimizer))
+    return found

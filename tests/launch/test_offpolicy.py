@@ -1,0 +1,113 @@
+"""Off-policy runs through train(): exact resume with the replay memory, offline datasets, CRC checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from colonyrl.agents.networks import ActorCriticConfig
+from colonyrl.agents.sac import SACConfig
+from colonyrl.envs.factory import EnvConfig
+from colonyrl.launch.checkpoint import load_checkpoint
+from colonyrl.launch.config import RunConfig, TrainConfig
+from colonyrl.launch.train import train
+from colonyrl.scheme.scheme import Scheme, SchemeConfig
+from colonyrl.storage.replay import ReplayConfig, ReplayCorruptionError, load_dataset
+
+#: A small SAC on Pendulum: 2 envs x 4 steps a round, 8 updates a round once 64 are stored.
+SAC_SMALL = TrainConfig(
+    env=EnvConfig(id="Pendulum-v1", num_envs=2),
+    actor=ActorCriticConfig(hidden_sizes=(32, 32), activation="relu", ortho_init=False),
+    algo=SACConfig(lr=1e-3, batch_size=32, learning_starts=64, updates_per_step=1.0),
+    storage=ReplayConfig(num_steps=4, memory_size=10_000),
+    scheme=SchemeConfig(num_grad_workers=1, num_col_workers=1),
+)
+
+
+def _run(tmp_path: Path, name: str, **run: Any) -> RunConfig:
+    return RunConfig(**{"eval_episodes": 2, "track": False, "progress": False, "eval_every": None,
+                        "output_dir": str(tmp_path / name / "runs"), "checkpoint_dir": str(tmp_path / name / "ckpt"),
+                        **run})
+
+
+def _newest(folder: Path) -> dict:
+    return load_checkpoint(max(folder.glob("*/ckpt-*.pt"), key=lambda p: p.name))
+
+
+def _assert_equal(a: Any, b: Any, where: str = "") -> None:
+    """Nested dicts/lists of tensors, arrays and plain values are exactly equal."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for key in a:
+            if key not in ("episode_start_times", "time_queue"):  # wall-clock (RecordEpisodeStatistics)
+                _assert_equal(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def test_sac_resume_is_bit_identical_to_training_straight_through(tmp_path: Path) -> None:
+    """Replay contents, update-to-data credit, warm-up state, optimizers, target critics and env
+    state all resume: 400 steps + resume to 800 equals 800 straight (in-process)."""
+    straight = train(SAC_SMALL.replace(run=_run(tmp_path, "straight", total_env_steps=800)))
+    first = train(SAC_SMALL.replace(run=_run(tmp_path, "split", total_env_steps=400)))
+    memory = _newest(tmp_path / "split" / "ckpt")["learner"]["workers"][0]["storage"]
+    assert first.counters["env_steps"] == 400 and int(memory["size"]) == 400  # the memory is in the checkpoint
+    resumed = train(SAC_SMALL.replace(run=_run(tmp_path, "split", total_env_steps=800,
+                                               resume=str(next((tmp_path / "split" / "ckpt").iterdir())))))
+    # 800 env steps store 798 transitions (Pendulum truncates at 200: each env's autoreset step is
+    # not one); the round that brings the memory to 64 is trained on in full, the 7 before are not.
+    assert straight.counters["updates"] == 798 - 7 * 8 and resumed.counters == straight.counters
+    a = _newest(tmp_path / "straight" / "ckpt")["learner"]
+    b = _newest(tmp_path / "split" / "ckpt")["learner"]
+    _assert_equal(a["algo"], b["algo"], "algo")
+    _assert_equal(a["workers"], b["workers"], "workers")
+    np.testing.assert_array_equal(resumed.evaluation.returns, straight.evaluation.returns)
+
+
+def test_a_dataset_written_from_one_run_starts_another_runs_learning(tmp_path: Path) -> None:
+    train(SAC_SMALL.replace(run=_run(tmp_path, "source", total_env_steps=400)))
+    dataset = tmp_path / "pendulum.npz"
+    out = subprocess.run([sys.executable, "-m", "colonyrl.launch.cli", "dataset", str(next((tmp_path / "source" / "ckpt").iterdir())),
+                          str(dataset)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "wrote 400 transitions" in out.stdout
+    data = load_dataset(dataset)
+    assert data["obs"].shape == (400, 3) and data["actions"].shape == (400, 1) and data["next_obs"].dtype == np.float32
+
+    # learning_starts 300 > the 48 env steps of this run: without the dataset nothing is learned ...
+    algo = SAC_SMALL.algo.replace(learning_starts=300)
+    fresh = train(SAC_SMALL.replace(algo=algo, run=_run(tmp_path, "fresh", total_env_steps=48)))
+    assert fresh.counters["updates"] == 0
+    # ... with it, the memory starts with 400 transitions and every new one is trained on.
+    seeded = train(SAC_SMALL.replace(algo=algo, storage=SAC_SMALL.storage.replace(dataset_path=str(dataset)),
+                                     run=_run(tmp_path, "seeded", total_env_steps=48)))
+    assert seeded.counters["updates"] == 48
+    memory = _newest(tmp_path / "seeded" / "ckpt")["learner"]["workers"][0]["storage"]
+    assert int(memory["size"]) == 400 + 48
+
+
+def test_crc_debug_names_the_cworker_of_a_transition_corrupted_in_the_memory() -> None:
+    cfg = SAC_SMALL.replace(storage=SAC_SMALL.storage.replace(crc_debug=True))
+    with Scheme(cfg.scheme, cfg.components()) as scheme:
+        learner = scheme.learner
+        while learner.num_updates < 20:  # clean data: every sampled transition verifies
+            learner.step()
+        memory = learner.gworkers.gworker.storage
+        memory.arrays["obs"][: len(memory)] += 1.0  # bytes flipped after the CWorker checksummed them
+        with pytest.raises(ReplayCorruptionError, match=r"g0\.c0"):
+            for _ in range(20):
+                learner.step()
