@@ -63,17 +63,15 @@ TARGET = (8, 6.0)
 # measurement primitives (also used by async_overlap.py)
 # ------------------------------------------------------------------------------------------------
 def drain(strategy: Any, cworkers: Any, timeout_s: float) -> None:
-    """Wait for every rollout an ``AsyncCollection`` still has in flight, and drop it.
-
-    ``AsyncCollection.close`` waits for the first one only (``wait`` returns when any is ready), so
-    the next measurement would start with workers still busy; this waits for all of them.
-    """
-    while strategy.in_flight:
-        ready = cworkers.wait(list(strategy.in_flight), timeout_s)
+    """Wait for every rollout an ``AsyncCollection`` still has in flight, and drop it (reading each
+    result, so the next measurement starts with every worker idle)."""
+    pending = strategy.in_flight.handles
+    while pending:
+        ready = cworkers.wait(list(pending), timeout_s)
         if not ready:
             raise TimeoutError(f"in-flight rollouts did not arrive within {timeout_s:g} s")
         for handle in ready:
-            cworkers.result(handle, strategy.in_flight.pop(handle))
+            cworkers.result(handle, pending.pop(handle))
 
 
 def measure(cworkers: Any, arrays: dict[str, Any], mode: str, warmup_s: float, window_s: float,

@@ -1,14 +1,18 @@
 """colonyrl.scheme: the hierarchy of workers and the data path between them.
 
-The data path, hop by hop (file :: function):
+The data path, hop by hop (file :: function), the same for every algorithm:
 
 1. ``envs/factory.py :: EnvConfig.make``          gymnasium vector env (next-step autoreset)
-2. ``scheme/c_worker.py :: CWorker.collect``      act -> env.step -> ``RolloutStorage.insert``
+2. ``scheme/c_worker.py :: CWorker.collect``      ``Policy.act`` -> env.step -> ``storage.insert``
+                                                   (storage/layout.py: the layout from the extras)
 3. ``scheme/wire.py :: pack``                     lz4 on raw array bytes (only across nodes)
-4. ``scheme/g_worker.py :: GWorker.step``         unpack -> ``RolloutStorage.add_data`` -> GAE
-                                                   -> minibatch -> ``Algorithm.compute_gradients``
-5. ``scheme/learner.py :: Learner.step``          gather gradients -> apply -> broadcast weights v+1
-6. ``scheme/scheme.py :: Scheme``                 builds and connects all of the above (one screen)
+4. ``scheme/g_worker.py :: GWorker.step``         unpack -> ``storage.add_data`` -> the update plan's
+                                                   batches (storage/rollout.py GAE + minibatches, or
+                                                   storage/replay.py samples) -> ``compute_gradients``
+5. ``scheme/learner.py :: Learner.step``          gather gradients -> ``UpdateStrategy.apply``
+                                                   (``Algorithm.apply_gradients``: every optimizer,
+                                                   target nets) -> broadcast weights v+1
+6. ``scheme/scheme.py :: connect``                builds and connects all of the above (one screen)
 
 Nothing here imports Ray at import time; Ray is imported only when a scheme has remote workers.
 """

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
+from colonyrl.scheme.packets import EpisodeStats, GradientPacket, UpdateResult, Weights
 from colonyrl.scheme.runtime import init_process
 from colonyrl.scheme.strategies import CollectionStrategy, SyncCollection, all_finite
 from colonyrl.scheme.wire import Packed, unpack
@@ -130,22 +130,24 @@ class GWorker:
             info.update(result.info)
             info["grad_time_s"] = time.perf_counter() - start
             num_samples = int(batch.obs.shape[0])
+        update = None
         if self.allreduce is not None:  # decentralized: average with the others, apply here
-            grads = self._apply_allreduced(grads, num_samples, info)
+            update, grads = self._apply_allreduced(grads, num_samples, info), None
         elif grads is not None and self.numpy_grads:
             grads = [g.numpy() for g in grads]
         return GradientPacket(self.version, self._data_version, self.name, grads, num_samples,
-                              env_steps, episodes, info, round_done=self.at_round_boundary())
+                              env_steps, episodes, info, round_done=self.at_round_boundary(), update=update)
 
-    def _apply_allreduced(self, grads: list[Any] | None, num_samples: int, info: dict[str, float]) -> None:
+    def _apply_allreduced(self, grads: list[Any] | None, num_samples: int, info: dict[str, float]) -> UpdateResult:
+        """Average with every other GWorker and apply the average here (nothing for the Learner)."""
         start = time.perf_counter()
         averaged = self.allreduce.average(grads, num_samples if grads is not None else 0, self.algo.parameters())
         info["allreduce_time_s"] = time.perf_counter() - start
-        if averaged is not None and not all_finite(averaged):
-            info["nonfinite"] = 1.0  # every rank has the same average: all skip it alike
-        elif averaged is not None:
-            info.update(self.algo.apply_gradients(averaged), applied=1.0)
-        return None  # nothing for the Learner to apply
+        if averaged is None:
+            return UpdateResult.nothing()
+        if not all_finite(averaged):  # every rank has the same average: all skip it alike
+            return UpdateResult(False, nonfinite=True)
+        return UpdateResult(True, metrics=self.algo.apply_gradients(averaged))
 
     # -- decentralized update ------------------------------------------------------------------------
     def free_address(self) -> str:

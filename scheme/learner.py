@@ -141,8 +141,9 @@ class Learner:
 
     def apply(self, packets: Sequence[GradientPacket]) -> dict[str, float]:
         start = time.perf_counter()
-        info = self.update.apply(self.algo, packets)
-        if info.pop("nonfinite", 0.0):  # skipped: weights untouched, counted, bounded in a row
+        result = self.update.apply(self.algo, packets)
+        info = dict(result.metrics)
+        if result.nonfinite:  # skipped: weights untouched, counted, bounded in a row
             self.totals["nonfinite_updates"] += 1
             self._nonfinite_streak += 1
             if self._nonfinite_streak >= self.max_nonfinite_in_a_row:
@@ -150,7 +151,7 @@ class Learner:
                     f"{self._nonfinite_streak} non-finite updates in a row at env step {self.env_steps} "
                     f"(policy version {self.version}); the weights are those of the last good update. "
                     "Lower algo.lr or check the env's rewards and observations for NaN/inf.")
-        elif info:  # at least one packet carried gradients: the weights changed
+        elif result.applied:  # the weights changed: a new policy version
             self._nonfinite_streak = 0
             self.version += 1
             self.num_updates += 1

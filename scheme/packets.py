@@ -12,18 +12,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Weights", "Rollout", "GradientPacket", "EpisodeStats", "ROLLOUT_KEYS"]
+__all__ = ["Weights", "Rollout", "GradientPacket", "UpdateResult", "EpisodeStats"]
 
-#: The on-policy rollout layout a CWorker sends (all numpy, time-major):
-#:   obs        [T, N, *obs_shape]  observation the action was chosen on
-#:   actions    [T, N, *act_shape]  the sampled action (int64 for Discrete; raw, unclipped float32 for Box)
-#:   logp       [T, N]   float32    log-probability of the action under the collecting policy
-#:   values     [T+1, N] float32    V(obs_t); row T is V of the observation after the last step
-#:   rewards    [T, N]   float32
-#:   terminated [T, N]   bool       true termination: never bootstrap
-#:   truncated  [T, N]   bool       time limit: bootstrap from V(real final obs) = values[t+1]
-#:   valid      [T, N]   bool       False for gymnasium's next-step autoreset transition (not real)
-ROLLOUT_KEYS = ("obs", "actions", "logp", "values", "rewards", "terminated", "truncated", "valid")
+#: A rollout's data layout is storage's: storage/layout.py (from the spaces and the policy's extras).
 
 
 class EpisodeStats(NamedTuple):
@@ -59,7 +50,7 @@ class Rollout(NamedTuple):
 
     version: int  # policy version that collected it
     worker: str  # e.g. "g0.c1"
-    data: Any  # dict[str, np.ndarray] (see ROLLOUT_KEYS) or a wire.Packed envelope
+    data: Any  # dict[str, np.ndarray] (storage/layout.py) or a wire.Packed envelope
     env_steps: int  # env steps taken, autoreset steps included
     episodes: EpisodeStats
     info: dict[str, float]  # collect_time_s, fps, raw_bytes, wire_bytes, ...
@@ -79,3 +70,18 @@ class GradientPacket(NamedTuple):
     #: True when this GWorker has used up its round (the next step would start a new one): the
     #: Learner finishes rounds, checkpoints and evaluates at these boundaries.
     round_done: bool = True
+    #: Decentralized: what this GWorker did with the all-reduced average (every rank does the same).
+    update: UpdateResult | None = None
+
+
+class UpdateResult(NamedTuple):
+    """What applying one step's gradients did (typed: no control signals in metric dicts)."""
+
+    applied: bool  # the weights changed: a new policy version
+    nonfinite: bool = False  # the average was NaN/inf: skipped, weights untouched
+    metrics: dict[str, float] = {}  # e.g. grad norms (never mutated: a fresh dict per result)
+
+    @staticmethod
+    def nothing() -> UpdateResult:
+        """No packet carried gradients (idle GWorkers, or a memory short of learning_starts)."""
+        return UpdateResult(False)

@@ -14,16 +14,49 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
+from colonyrl.scheme.packets import GradientPacket, Rollout, UpdateResult, Weights
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 from colonyrl.storage.rollout import Moments
 
 if TYPE_CHECKING:
     from colonyrl.scheme.worker_set import CWorkerSet, GWorkerSet
 
-__all__ = ["CollectionStrategy", "SyncCollection", "AsyncCollection", "GradientStrategy", "SyncGradients",
+__all__ = ["InFlight", "CollectionStrategy", "SyncCollection", "AsyncCollection", "GradientStrategy", "SyncGradients",
            "AsyncGradients",
            "UpdateStrategy", "CentralUpdate", "DecentralizedUpdate", "average_gradients", "all_finite"]
+
+
+class InFlight:
+    """One pending call per busy worker of a worker set, over its ``submit`` / ``wait`` / ``result``:
+    a future -> worker-index map and ``wait`` on all of them, as Ray's
+    ``ActorPool.get_next_unordered`` (never sleep-polling). Both async strategies use it."""
+
+    def __init__(self, what: str, timeout_s: float) -> None:
+        self.what, self.timeout_s = what, timeout_s
+        self.handles: dict[Any, int] = {}
+
+    def busy(self) -> set[int]:
+        return set(self.handles.values())
+
+    def submit(self, workers: Any, i: int, *args: Any) -> None:
+        self.handles[workers.submit(i, *args)] = i
+
+    def ready(self, workers: Any) -> list[tuple[Any, int]]:
+        """(handle, worker index) of every call that finished; raises if none did within the timeout."""
+        done = workers.wait(list(self.handles), self.timeout_s)
+        if not done:
+            raise WorkerTimeoutError([workers.names[i] for i in self.handles.values()], self.what, self.timeout_s)
+        return [(handle, self.handles.pop(handle)) for handle in done]
+
+    def drain(self, workers: Any) -> None:
+        """Wait (bounded) for every call still running, so no worker is cut off mid-step."""
+        pending = list(self.handles)
+        while pending:  # ``wait`` returns once any is ready: wait until none is left
+            done = workers.wait(pending, self.timeout_s)
+            if not done:
+                break
+            pending = [h for h in pending if h not in done]
+        self.handles.clear()
 
 
 class CollectionStrategy(Protocol):
@@ -66,32 +99,27 @@ class AsyncCollection:
     """
 
     def __init__(self, max_policy_lag: int | None, timeout_s: float) -> None:
-        self.max_policy_lag, self.timeout_s = max_policy_lag, timeout_s
-        self.in_flight: dict[Any, int] = {}
+        self.max_policy_lag = max_policy_lag
+        self.in_flight = InFlight("collect", timeout_s)
         self.dropped = 0
         self.dropped_env_steps = 0
 
     def collect(self, cworkers: CWorkerSet, weights: Weights) -> list[Rollout]:
         prepared = cworkers.prepare(weights)  # one object put for every worker
-        busy = set(self.in_flight.values())
+        busy = self.in_flight.busy()
         for i in range(len(cworkers.names)):
             if i not in busy:
-                self.in_flight[cworkers.submit(i, prepared)] = i
+                self.in_flight.submit(cworkers, i, prepared)
         taken: list[Rollout] = []
         while not taken:
-            ready = cworkers.wait(list(self.in_flight), self.timeout_s)
-            if not ready:
-                raise WorkerTimeoutError([cworkers.names[i] for i in self.in_flight.values()], "collect",
-                                         self.timeout_s)
-            for handle in ready:
-                i = self.in_flight.pop(handle)
+            for handle, i in self.in_flight.ready(cworkers):
                 try:
                     rollout = cworkers.result(handle, i)
                 except WorkerDiedError:  # replaced by a new worker with the current components
                     cworkers.recreate(i)
-                    self.in_flight[cworkers.submit(i, prepared)] = i
+                    self.in_flight.submit(cworkers, i, prepared)
                     continue
-                self.in_flight[cworkers.submit(i, prepared)] = i  # keep it collecting, newest weights
+                self.in_flight.submit(cworkers, i, prepared)  # keep it collecting, newest weights
                 if self.max_policy_lag is not None and weights.version - rollout.version > self.max_policy_lag:
                     self.dropped += 1
                     self.dropped_env_steps += rollout.env_steps
@@ -107,13 +135,7 @@ class AsyncCollection:
 
     def close(self, cworkers: CWorkerSet) -> None:
         """Wait for the rollouts still being collected so no worker is cut off mid-step."""
-        pending = list(self.in_flight)
-        while pending:  # ``wait`` returns once any is ready: wait until none is left, bounded
-            ready = cworkers.wait(pending, self.timeout_s)
-            if not ready:
-                break
-            pending = [h for h in pending if h not in ready]
-        self.in_flight.clear()
+        self.in_flight.drain(cworkers)
 
 
 class GradientStrategy(Protocol):
@@ -169,8 +191,7 @@ class AsyncGradients:
     starts its rounds on its own, standardizing advantages with its own round's statistics."""
 
     def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.in_flight: dict[Any, int] = {}
+        self.in_flight = InFlight("step", timeout_s)
         self.boundaries = _Boundaries()
 
     def gather(self, gworkers: GWorkerSet, version: int, weights: Weights | None,
@@ -178,19 +199,17 @@ class AsyncGradients:
         """One packet; with ``collect`` False, only GWorkers still inside a round are stepped, and
         nothing (``[]``) comes back once every round is finished and nothing is in flight."""
         while True:
-            busy = set(self.in_flight.values())
+            busy = self.in_flight.busy()
             for i, name in enumerate(gworkers.names):
                 # an idle GWorker gets the newest weights with its next step
                 if i not in busy and (collect or not self.boundaries.done.get(name, True)):
-                    self.in_flight[gworkers.submit(i, version, weights, collect)] = i
-            if not self.in_flight:
+                    self.in_flight.submit(gworkers, i, version, weights, collect)
+            if not self.in_flight.handles:
                 return []
-            ready = gworkers.wait(list(self.in_flight), self.timeout_s)
-            if not ready:
-                raise WorkerTimeoutError([gworkers.names[i] for i in self.in_flight.values()], "step",
-                                         self.timeout_s)
-            handle = ready[0]  # one packet per Learner step: each is applied on its own
-            i = self.in_flight.pop(handle)
+            ready = self.in_flight.ready(gworkers)
+            handle, i = ready[0]  # one packet per Learner step: each is applied on its own
+            for other, j in ready[1:]:  # the others stay pending, read at the next step
+                self.in_flight.handles[other] = j
             try:
                 packet = gworkers.result(handle, i)
             except WorkerDiedError:  # node lost: re-created (no round), resubmitted at the top of the loop
@@ -201,11 +220,11 @@ class AsyncGradients:
             return [packet]
 
     def at_round_boundary(self, gworkers: GWorkerSet) -> bool:
-        return not self.in_flight and self.boundaries.all_done(gworkers.names)
+        return not self.in_flight.handles and self.boundaries.all_done(gworkers.names)
 
 
 class UpdateStrategy(Protocol):
-    def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]: ...
+    def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> UpdateResult: ...
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None: ...
     def pull_state(self, algo: Any, gworkers: GWorkerSet) -> None: ...
     def push_state(self, algo: Any, gworkers: GWorkerSet, version: int) -> None: ...
@@ -252,16 +271,16 @@ def all_finite(grads: Sequence[Any]) -> bool:
 class CentralUpdate:
     """The Learner averages the gradients and steps its optimizer; new weights go back down.
 
-    A non-finite average is not applied: ``{"nonfinite": 1}`` tells the Learner to count it.
+    A non-finite average is not applied (``UpdateResult.nonfinite``: the Learner counts it).
     """
 
-    def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]:
+    def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> UpdateResult:
         grads = average_gradients(packets)
         if grads is None:
-            return {}
+            return UpdateResult.nothing()
         if not all_finite(grads):
-            return {"nonfinite": 1.0}
-        return algo.apply_gradients(grads)
+            return UpdateResult(False, nonfinite=True)
+        return UpdateResult(True, metrics=algo.apply_gradients(grads))
 
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
         """The Learner's algorithm is the master copy: nothing to pull."""
@@ -278,10 +297,13 @@ class DecentralizedUpdate:
     their weights stay identical. The Learner only counts the new version, and pulls the weights
     from a GWorker when it needs them (evaluation, saving)."""
 
-    def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> dict[str, float]:
-        if any(p.info.get("nonfinite") for p in packets):  # every rank saw the same average
-            return {"nonfinite": 1.0}
-        return {"applied": 1.0} if any(p.info.get("applied") for p in packets) else {}
+    def apply(self, algo: Any, packets: Sequence[GradientPacket]) -> UpdateResult:
+        """What the GWorkers did (every rank did the same with the same average)."""
+        results = [p.update for p in packets if p.update is not None]
+        if any(r.nonfinite for r in results):
+            return UpdateResult(False, nonfinite=True)
+        applied = [r for r in results if r.applied]
+        return applied[0] if applied else UpdateResult.nothing()
 
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
         algo.set_weights(gworkers.call("get_weights")[0].arrays)

@@ -5,7 +5,7 @@ function with a shape contract, termination kept apart from truncation); the loo
 CleanRL's ``ppo.py`` GAE. Paper: Schulman et al. 2016, "High-Dimensional Continuous Control Using
 Generalized Advantage Estimation", https://arxiv.org/abs/1506.02438 (eq. 16).
 
-Layout (``colonyrl.scheme.packets.ROLLOUT_KEYS``), gymnasium's default NEXT_STEP autoreset
+Layout (``storage/layout.py``), gymnasium's default NEXT_STEP autoreset
 (https://gymnasium.farama.org/main/api/vector/autoreset/):
 
 * The step that ends an episode returns the *real* final observation, so ``values[t + 1]`` is

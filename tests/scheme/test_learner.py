@@ -64,10 +64,11 @@ def test_central_update_applies_averaged_gradients_and_skips_empty_packets() -> 
     c = _components()
     algo = c.build_algorithm(c.spaces())
     before = [p.detach().clone() for p in algo.parameters()]
-    assert CentralUpdate().apply(algo, [_packet(None, 0)]) == {}  # nothing to apply: weights untouched
+    nothing = CentralUpdate().apply(algo, [_packet(None, 0)])  # nothing to apply: weights untouched
+    assert not nothing.applied and not nothing.nonfinite and nothing.metrics == {}
     assert all(torch.equal(a, b) for a, b in zip(before, algo.parameters(), strict=True))
-    info = CentralUpdate().apply(algo, [_packet(_grads(algo, _fixed_batch(64)), 64)])
-    assert info["grad_norm"] > 0
+    result = CentralUpdate().apply(algo, [_packet(_grads(algo, _fixed_batch(64)), 64)])
+    assert result.applied and result.metrics["grad_norm"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, algo.parameters(), strict=True))
 
 
