@@ -94,6 +94,19 @@ def test_invalid_value_is_rejected_naming_the_field_before_any_worker_starts(tmp
     assert out.returncode == 2 and "EnvConfig.id='CartPole-v9'" in out.stderr and "CartPole-v1" in out.stderr
     out = _colonyrl("train", "--preset", "nope", cwd=tmp_path)
     assert out.returncode == 2 and "preset='nope'" in out.stderr and "ppo-cartpole" in out.stderr
+    out = _colonyrl("train", "algo:sac", "storage:rollout", cwd=tmp_path)  # SAC learns from a replay memory
+    assert out.returncode == 2 and "TrainConfig.storage" in out.stderr and "ReplayConfig" in out.stderr
+
+
+def test_an_algorithm_is_chosen_by_name_and_its_storage_follows(tmp_path: Path) -> None:
+    out = _colonyrl("train", "algo:dqn", "--algo.learning-starts", "64", "--storage.num-steps", "32",
+                    "--total-env-steps", "256", "--eval-episodes", "2", "--no-track", "--output-dir", str(tmp_path / "runs"),
+                    "--checkpoint-dir", str(tmp_path / "ckpt"), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "DQN on CartPole-v1" in out.stdout and "final evaluation: mean return" in out.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    config = torch.load(run_dir / "model.pt", weights_only=True)["config"]
+    assert "epsilon" in config["algo"] and "memory_size" in config["storage"]
 
 
 def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
@@ -118,6 +131,12 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
         pytest.param("pendulum", ["--storage.num-steps", "128"], id="pendulum"),
         pytest.param("cartpole_ray", ["--scheme.object-store-mb", "200"], id="cartpole_ray",
                      marks=pytest.mark.ray),
+        pytest.param("sac_pendulum", ["--algo.learning-starts", "900"], id="sac_pendulum"),
+        pytest.param("td3_pendulum", ["--algo.learning-starts", "900"], id="td3_pendulum"),
+        pytest.param("ddpg_pendulum", ["--algo.learning-starts", "900"], id="ddpg_pendulum"),
+        pytest.param("dqn_cartpole", ["--algo.learning-starts", "900", "--storage.num-steps", "100"], id="dqn_cartpole"),
+        pytest.param("sac_pendulum_ray", ["--algo.learning-starts", "900", "--scheme.object-store-mb", "200"],
+                     id="sac_pendulum_ray", marks=pytest.mark.ray),
     ],
 )
 def test_launch_script_runs_end_to_end(script: str, extra: list[str], tmp_path: Path) -> None:
