@@ -263,6 +263,11 @@ class GWorker:
         self.cworkers.call_each("set_state", [saved[n] for n in self.cworkers.names])
         return self.name
 
+    def seed_storage(self, transitions: dict[str, Any]) -> str:
+        """Start the storage with ``transitions`` (a resume onto other worker counts)."""
+        self.storage.add_transitions(transitions, "resume")
+        return self.name
+
     def inspect(self) -> dict[str, Any]:
         return {"name": self.name, "components": self.components, "algo": self.algo.config,
                 "storage": self.storage.config,

@@ -8,6 +8,7 @@ checkpoint restores: policy version, env steps, updates, episodes.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -202,9 +203,28 @@ class Learner:
         self.broadcast()
         self.update.push_state(self.algo, self.gworkers, self.version)
         if state["workers"] is None or list(state["worker_names"]) != list(self.worker_names):
+            self._redistribute_memories(state["workers"] or [])
             return False
         self.gworkers.call_each("set_state", state["workers"])
         return True
+
+    def _redistribute_memories(self, saved: list[dict[str, Any]]) -> None:
+        """Resumed onto other worker counts: the saved replay memories' transitions are dealt over
+        the new GWorkers (storage decides how: ``redistribute``), so no experience is lost."""
+        states = [w["storage"] for w in saved if w.get("storage") is not None]
+        if not states:
+            return  # on-policy storage holds nothing between rounds
+        spaces = self.components.spaces()
+        memories = []
+        for st in states:
+            memory = self.components.storage.build(spaces.observation, spaces.action, self.components.env.num_envs)
+            memory.load_state_dict(st)
+            memories.append(memory)
+        try:
+            parts = type(memories[0]).redistribute(self.components.storage, memories, len(self.gworkers.names))
+            self.gworkers.call_each("seed_storage", parts)
+        except ValueError as e:  # e.g. n-step memories: their per-stream tails cannot be dealt out
+            warnings.warn(f"resumed onto other worker counts with empty memories: {e}", stacklevel=3)
 
     # -- runtime changes: validated here first, so a bad one changes nothing anywhere ------------------
     def update_algorithm_parameter(self, name: str, value: Any) -> Change:

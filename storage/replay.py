@@ -345,11 +345,23 @@ class ReplayMemory:
 
     def _add_dataset(self, path: str) -> None:
         """Initialise from an offline dataset: counts toward ``learning_starts``, earns no update credit."""
-        data = load_dataset(path, self.layout)
+        self.add_transitions(load_dataset(path, self.layout), f"dataset:{path}")
+
+    def add_transitions(self, data: Mapping[str, np.ndarray], source: str) -> None:
+        """Store 1-step transitions (``DATASET_KEYS`` columns, oldest first), as a dataset or the
+        memories of a checkpoint redistributed over other GWorkers: they count toward
+        ``learning_starts`` and earn no update credit. Only for ``n_step == 1`` memories (the
+        streams n-step targets need are not in the columns)."""
+        if self.config.n_step != 1:
+            raise ValueError(f"add_transitions needs n_step == 1 (this memory: {self.config.n_step})")
+        if not self._arrays:
+            self._allocate()
         rows = len(data["obs"])
-        columns = {**data, "discounts": np.full(rows, self.config.gamma, np.float32)}
+        if rows == 0:
+            return
+        columns = {**{key: data[key] for key in DATASET_KEYS}, "discounts": np.full(rows, self.config.gamma, np.float32)}
         if self.config.crc_debug:
-            name = f"dataset:{path}"
+            name = source
             self._sources.append(name)
             crc = [transition_crc(*(data[key][i] for key in _CRC_ORDER)) for i in range(rows)]
             columns |= {"crc": np.array(crc, np.uint32),
@@ -476,6 +488,19 @@ class ReplayMemory:
         self._env_steps, self._sources = int(state["env_steps"]), list(state["sources"])
         self._pending = {source: {key: tensor.numpy().copy() for key, tensor in carry.items()}
                          for source, carry in state["pending"].items()}
+
+    @staticmethod
+    def redistribute(config: ReplayConfig, memories: list[ReplayMemory], parts: int) -> list[dict[str, np.ndarray]]:
+        """The transitions of ``memories`` dealt into ``parts`` groups (each memory's split in
+        ``parts`` contiguous chunks, chunk i of every memory to group i, oldest first), for a
+        resume onto ``parts`` GWorkers; nothing is dropped unless a group exceeds ``memory_size``."""
+        groups: list[list[dict[str, np.ndarray]]] = [[] for _ in range(parts)]
+        for memory in memories:
+            data = memory.transitions()
+            bounds = np.linspace(0, len(data["obs"]), parts + 1).astype(int)
+            for i in range(parts):
+                groups[i].append({key: value[bounds[i]:bounds[i + 1]] for key, value in data.items()})
+        return [{key: np.concatenate([chunk[key] for chunk in group]) for key in DATASET_KEYS} for group in groups]
 
     def transitions(self) -> dict[str, np.ndarray]:
         """The stored 1-step transitions (``DATASET_KEYS``), oldest first (copies)."""

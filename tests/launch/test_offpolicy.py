@@ -17,7 +17,7 @@ from colonyrl.envs.factory import EnvConfig
 from colonyrl.launch.checkpoint import load_checkpoint
 from colonyrl.launch.config import RunConfig, TrainConfig
 from colonyrl.launch.train import train
-from colonyrl.scheme.scheme import Scheme, SchemeConfig
+from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
 from colonyrl.storage.replay import ReplayConfig, ReplayCorruptionError, load_dataset
 
 #: A small SAC on Pendulum: 2 envs x 4 steps a round, 8 updates a round once 64 are stored.
@@ -111,3 +111,33 @@ def test_crc_debug_names_the_cworker_of_a_transition_corrupted_in_the_memory() -
         with pytest.raises(ReplayCorruptionError, match=r"g0\.c0"):
             for _ in range(20):
                 learner.step()
+
+
+@pytest.mark.ray
+def test_resume_onto_two_gworkers_deals_the_memory_out_and_trains_without_a_burst(ray_local, tmp_path: Path) -> None:
+    first = train(SAC_SMALL.replace(run=_run(tmp_path, "one", total_env_steps=400)))
+    assert first.counters["updates"] == 400 - 7 * 8
+    two = SchemeConfig(num_grad_workers=2, num_col_workers=1, grad_worker_resources=Resources(num_cpus=0.25),
+                       col_worker_resources=Resources(num_cpus=0.25), worker_timeout_s=120.0)
+    resumed = train(SAC_SMALL.replace(scheme=two, run=_run(tmp_path, "one", total_env_steps=480,
+                                                             resume=str(next((tmp_path / "one" / "ckpt").iterdir())))))
+    new_steps = resumed.counters["env_steps"] - 400
+    assert new_steps >= 80
+    memories = [int(w["storage"]["size"]) for w in _newest(tmp_path / "one" / "ckpt")["learner"]["workers"]]
+    assert sum(memories) == 400 + new_steps and min(memories) >= 200  # 200 saved transitions each, plus new ones
+    # each GWorker: one update per new transition at most (sync gradients: the two are averaged into one)
+    assert 0 < resumed.counters["updates"] - first.counters["updates"] <= new_steps / 2
+
+
+def test_replacing_the_env_keeps_the_memory() -> None:
+    with Scheme(SAC_SMALL.scheme, SAC_SMALL.components()) as scheme:
+        learner = scheme.learner
+        while learner.env_steps < 200:
+            learner.step()
+        learner.finish_round()
+        memory = learner.gworkers.gworker.storage
+        size = len(memory)
+        learner.replace_component("env", SAC_SMALL.env.replace(kwargs={"g": 12.0}))
+        assert learner.gworkers.gworker.storage is memory and len(memory) == size
+        learner.step()
+        assert len(memory) == size + 8 and learner.gworkers.gworker.cworkers.call("inspect")[0]["components"].env.kwargs == {"g": 12.0}
