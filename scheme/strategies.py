@@ -262,10 +262,11 @@ def all_finite(grads: Sequence[Any]) -> bool:
     (A norm that overflows float32 from finite entries counts as non-finite too: such an update
     would be as harmful.) Measured: 1.3 ms -> 0.1 ms per SAC update, 7 tensors per network.
     """
-    tensors = [g if isinstance(g, torch.Tensor) else torch.from_numpy(np.asarray(g)) for g in grads]
-    if not tensors:
-        return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+    tensors = [g for g in grads if isinstance(g, torch.Tensor)]
+    arrays = [g for g in grads if not isinstance(g, torch.Tensor)]  # from the wire: read-only numpy
+    if tensors and not bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()):
+        return False
+    return all(bool(np.isfinite(a).all()) for a in arrays)
 
 
 class CentralUpdate:
