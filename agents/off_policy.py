@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from colonyrl.agents.base import ActOut, ExtraSpec, ReplayPlan
+from colonyrl.agents.tensors import as_tensor, copy_into
 from colonyrl.config import ConfigError, from_dict
 
 __all__ = ["ReplayBatchLike", "td_target", "polyak_update", "as_tensor", "copy_into", "module_arrays",
@@ -54,25 +55,6 @@ def polyak_update(params: Sequence[torch.Tensor], target_params: Sequence[torch.
     else:
         torch._foreach_mul_(target_params, 1.0 - tau)
         torch._foreach_add_(target_params, params, alpha=tau)
-
-
-def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Zero-copy numpy -> torch; a read-only array (Ray's object store) is copied first."""
-    if isinstance(x, torch.Tensor):
-        return x
-    return torch.from_numpy(x if x.flags.writeable else np.array(x))
-
-
-def copy_into(dst: torch.Tensor, src: torch.Tensor | np.ndarray) -> None:
-    """``dst[...] = src`` with a shape check; ``src`` may be a read-only numpy array (never written)."""
-    if tuple(src.shape) != tuple(dst.shape):
-        raise ValueError(f"shape {tuple(src.shape)} does not match {tuple(dst.shape)}")
-    if isinstance(src, torch.Tensor):
-        dst.copy_(src)
-    elif dst.device.type == "cpu":
-        np.copyto(dst.numpy(), src, casting="same_kind")
-    else:
-        dst.copy_(torch.tensor(src))
 
 
 def module_arrays(nets: Mapping[str, nn.Module]) -> dict[str, np.ndarray]:

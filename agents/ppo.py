@@ -20,6 +20,7 @@ import torch
 
 from colonyrl.agents.base import ActOut, EpochPlan, ExtraSpec, GradientResult
 from colonyrl.agents.networks import ActorCritic, ActorCriticConfig, PolicyExport
+from colonyrl.agents.tensors import as_tensor, copy_into
 from colonyrl.config import Config, from_dict, param
 
 __all__ = ["PPOConfig", "PPO", "PPOPolicy", "LossOut", "policy_loss", "value_loss", "ppo_loss"]
@@ -115,25 +116,6 @@ def ppo_loss(actor: ActorCritic, batch: Any, cfg: PPOConfig) -> LossOut:
     return LossOut(total, pg_loss, v_loss, entropy, approx_kl, clipfrac)
 
 
-def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Zero-copy numpy -> torch; a read-only array (Ray's object store) is copied first."""
-    if isinstance(x, torch.Tensor):
-        return x
-    return torch.from_numpy(x if x.flags.writeable else np.array(x))
-
-
-def _copy_into(dst: torch.Tensor, src: torch.Tensor | np.ndarray) -> None:
-    """``dst[...] = src`` with a shape check; ``src`` may be a read-only numpy array (never written)."""
-    if tuple(src.shape) != tuple(dst.shape):
-        raise ValueError(f"shape {tuple(src.shape)} does not match {tuple(dst.shape)}")
-    if isinstance(src, torch.Tensor):
-        dst.copy_(src)
-    elif dst.device.type == "cpu":
-        np.copyto(dst.numpy(), src, casting="same_kind")
-    else:
-        dst.copy_(torch.tensor(src))
-
-
 class PPOPolicy:
     """PPO's acting side: samples from the actor-critic and declares log-prob and value as extras
     (the rollout storage needs both for GAE and the clipped ratio)."""
@@ -146,12 +128,12 @@ class PPOPolicy:
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
-        action, env_action, logp, value = self.actor.act(_as_tensor(obs), deterministic)
+        action, env_action, logp, value = self.actor.act(as_tensor(obs), deterministic)
         return ActOut(action.numpy(), env_action.numpy(), {"logp": logp.numpy(), "values": value.numpy()})
 
     @torch.inference_mode()
     def bootstrap(self, obs: np.ndarray) -> dict[str, np.ndarray]:
-        return {"values": self.actor.value(_as_tensor(obs)).numpy()}
+        return {"values": self.actor.value(as_tensor(obs)).numpy()}
 
     def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
         _load_module(self.actor, arrays)
@@ -177,7 +159,7 @@ def _load_module(module: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> N
                        f"unexpected {set(arrays) - set(state)}")
     with torch.no_grad():
         for name, tensor in state.items():
-            _copy_into(tensor, arrays[name])
+            copy_into(tensor, arrays[name])
 
 
 class PPO:
@@ -223,7 +205,7 @@ class PPO:
             if g is not p.grad:
                 if p.grad is None:
                     p.grad = torch.empty_like(p)
-                _copy_into(p.grad, g)
+                copy_into(p.grad, g)
         if self.config.max_grad_norm is not None:  # "37 details" #11; returns the pre-clip norm
             norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm, foreach=True)
         else:
