@@ -46,7 +46,7 @@ Usage::
     .venv/bin/python benchmarks/offpolicy.py                              # SAC and DQN, seeds 0 1 2
     .venv/bin/python benchmarks/offpolicy.py --algo sac --seeds 0 --wait-quiet 30
     .venv/bin/python benchmarks/offpolicy.py --algo both --seeds 0 --budget 1000 --eval-every 500 \\
-        --wait-quiet 0 --retries 0 --json /tmp/offpolicy.json     # smoke run (tests/benchmarks)
+        --wait-quiet 0 --retries 0 --json offpolicy-smoke.json  # smoke run (tests/benchmarks)
 """
 
 from __future__ import annotations
