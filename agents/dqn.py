@@ -34,6 +34,7 @@ from colonyrl.agents.off_policy import (
     grads_of,
     polyak_update,
     td_target,
+    uniform_discrete_actions,
 )
 from colonyrl.agents.q_networks import ArgmaxExport, QNetwork, discrete_action_space
 from colonyrl.config import Config, param
@@ -127,8 +128,7 @@ class EpsilonGreedyPolicy(OffPolicyPolicy):
         return ActOut(action.numpy(), (action + self.start).numpy(), {})
 
     def random_act(self, n: int) -> ActOut:
-        action = torch.randint(self.q_net.n_actions, (n,))
-        return ActOut(action.numpy(), (action + self.start).numpy(), {})
+        return uniform_discrete_actions(self.q_net.n_actions, self.start, n)
 
     def export_module(self) -> torch.nn.Module:
         return ArgmaxExport(self.q_net, self.start)

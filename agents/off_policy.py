@@ -96,6 +96,18 @@ class ReplayConfigMixin:
         return ReplayPlan(self.batch_size, self.learning_starts, float(self.updates_per_step))
 
 
+def uniform_box_actions(scaler: nn.Module, n: int) -> ActOut:
+    """``n`` uniform actions in the Box bounds (stored action = env action), torch's global RNG."""
+    action = scaler.to_env(torch.rand(n, scaler.low.numel()) * 2.0 - 1.0).numpy()
+    return ActOut(action, action, {})
+
+
+def uniform_discrete_actions(n_actions: int, start: int, n: int) -> ActOut:
+    """``n`` uniform action indices (the env gets index + start), torch's global RNG."""
+    action = torch.randint(n_actions, (n,))
+    return ActOut(action.numpy(), (action + start).numpy(), {})
+
+
 class OffPolicyPolicy:
     """The acting side over ``nets`` (e.g. ``{"actor": actor}``); subclasses define ``policy_act``,
     ``random_act`` and ``export_module``. Acting parameters (DQN's epsilon, TD3's action noise)

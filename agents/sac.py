@@ -34,6 +34,7 @@ from colonyrl.agents.off_policy import (
     grads_of,
     polyak_update,
     td_target,
+    uniform_box_actions,
 )
 from colonyrl.agents.q_networks import (
     ActionScaler,
@@ -158,8 +159,7 @@ class SACPolicy(OffPolicyPolicy):
         return ActOut(action, action, {})
 
     def random_act(self, n: int) -> ActOut:
-        action = self.scaler.to_env(torch.rand(n, self.scaler.low.numel()) * 2.0 - 1.0).numpy()
-        return ActOut(action, action, {})
+        return uniform_box_actions(self.scaler, n)
 
     def export_module(self) -> torch.nn.Module:
         return BoxActionExport(self.actor, self.scaler)

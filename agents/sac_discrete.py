@@ -23,7 +23,7 @@ import torch
 
 from colonyrl.agents.base import ActOut
 from colonyrl.agents.distributions import Categorical
-from colonyrl.agents.off_policy import OffPolicyPolicy, as_tensor, td_target
+from colonyrl.agents.off_policy import OffPolicyPolicy, as_tensor, td_target, uniform_discrete_actions
 from colonyrl.agents.q_networks import ArgmaxExport, DiscreteActor, DiscreteCritic, discrete_action_space
 from colonyrl.agents.sac import SAC, SACConfig, SACLoss, ent_coef_loss, twin_q_loss
 
@@ -56,8 +56,7 @@ class DiscreteSACPolicy(OffPolicyPolicy):
         return ActOut(action.numpy(), (action + self.start).numpy(), {})
 
     def random_act(self, n: int) -> ActOut:
-        action = torch.randint(self.actor.n_actions, (n,))
-        return ActOut(action.numpy(), (action + self.start).numpy(), {})
+        return uniform_discrete_actions(self.actor.n_actions, self.start, n)
 
     def export_module(self) -> torch.nn.Module:
         return ArgmaxExport(self.actor, self.start)
