@@ -29,8 +29,9 @@ Protocol:
   steps (SAC 1000, 2000, ...; DQN 5120, 10240, ...) after the same number of updates;
 * both train the whole budget (``--stop-at-threshold`` stops both at the first evaluation that
   reaches the threshold instead);
-* one torch thread on both sides (``torch.set_num_threads(1)``; colonyrl's workers also set it
-  themselves); every (algorithm, seed, system) in a fresh Python process (this file with
+* one torch thread on both sides by default (``torch.set_num_threads(1)``; colonyrl's workers also
+  set it themselves); ``--threads N`` gives both N (SB3 ``torch.set_num_threads(N)``, colonyrl
+  ``SchemeConfig.learner_threads=N``: its in-process scheme computes and applies in the driver); every (algorithm, seed, system) in a fresh Python process (this file with
   ``--worker``), both systems in one invocation, their order alternating from seed to seed
   (seed 0: colonyrl, SB3; seed 1: SB3, colonyrl; ...);
 * clocks start after imports (torch's lazily imported compiler stack too): colonyrl's is the
@@ -112,9 +113,10 @@ def sb3_dqn_settings(budget: int) -> dict[str, Any]:
             "max_grad_norm": 10.0, "net_arch": list(zoo["hidden_sizes"])}
 
 
-def colonyrl_config(algo: str, seed: int, budget: int, eval_every: int, stop: bool, folder: str) -> Any:
+def colonyrl_config(algo: str, seed: int, budget: int, eval_every: int, stop: bool, folder: str,
+                    threads: int = 1) -> Any:
     """The preset with the benchmark's run settings (tracking and console off, one checkpoint at the
-    end, output under ``folder``)."""
+    end, output under ``folder``) and ``threads`` torch threads for the in-process scheme."""
     from colonyrl.launch.presets import preset
 
     cfg = preset(ALGOS[algo]["preset"])
@@ -123,7 +125,7 @@ def colonyrl_config(algo: str, seed: int, budget: int, eval_every: int, stop: bo
         stop_at_return=ALGOS[algo]["threshold"] if stop else None, track=False, progress=False,
         output_dir=os.path.join(folder, "runs"), checkpoint_dir=os.path.join(folder, "checkpoints"),
         checkpoint_every=None, checkpoint_every_min=None)
-    return cfg.replace(run=run)
+    return cfg.replace(run=run, scheme=cfg.scheme.replace(learner_threads=threads))
 
 
 def check_preset(algo: str, cfg: Any, budget: int) -> None:
@@ -196,7 +198,7 @@ def summarize(algo: str, evals: list[dict[str, Any]], extra: dict[str, Any]) -> 
     return {**extra, **out}
 
 
-def run_colonyrl(algo: str, seed: int, budget: int, eval_every: int, stop: bool) -> dict[str, Any]:
+def run_colonyrl(algo: str, seed: int, budget: int, eval_every: int, stop: bool, threads: int = 1) -> dict[str, Any]:
     import dataclasses
     import tempfile
 
@@ -206,10 +208,10 @@ def run_colonyrl(algo: str, seed: int, budget: int, eval_every: int, stop: bool)
     from colonyrl.launch.evaluate import EVAL_WORKER_INDEX
     from colonyrl.launch.train import train
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     preimport()
     with tempfile.TemporaryDirectory(prefix="offpolicy-") as folder:
-        cfg = colonyrl_config(algo, seed, budget, eval_every, stop, folder)
+        cfg = colonyrl_config(algo, seed, budget, eval_every, stop, folder, threads)
         check_preset(algo, cfg, budget)
         import_s = time.perf_counter() - _T_MODULE
         t0 = time.perf_counter()  # the clock: the train() call
@@ -270,7 +272,7 @@ class SB3Clock:
             self.reached = True
 
 
-def run_sb3(algo: str, seed: int, budget: int, eval_every: int, stop: bool) -> dict[str, Any]:
+def run_sb3(algo: str, seed: int, budget: int, eval_every: int, stop: bool, threads: int = 1) -> dict[str, Any]:
     import tempfile
 
     import torch
@@ -281,7 +283,7 @@ def run_sb3(algo: str, seed: int, budget: int, eval_every: int, stop: bool) -> d
 
     from colonyrl.launch.evaluate import EVAL_WORKER_INDEX
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     preimport()
     with tempfile.TemporaryDirectory(prefix="offpolicy-") as folder:  # the same env as colonyrl's evaluation
         cfg = colonyrl_config(algo, seed, budget, eval_every, stop, folder)
@@ -365,7 +367,7 @@ def worker_main(args: argparse.Namespace) -> int:
     code = 0
     try:
         run = run_sb3 if args.system == "sb3" else run_colonyrl
-        out.update(run(args.algo_one, args.seed, args.budget, args.eval_every, args.stop_at_threshold))
+        out.update(run(args.algo_one, args.seed, args.budget, args.eval_every, args.stop_at_threshold, args.threads))
     except BaseException as e:  # reported verbatim in the table and the JSON
         out["error"] = f"{type(e).__name__}: {e}"
         out["traceback"] = traceback.format_exc()
@@ -380,10 +382,11 @@ def worker_main(args: argparse.Namespace) -> int:
 # parent side: fresh process per (algorithm, seed, system), tables, ratios
 # ------------------------------------------------------------------------------------------------
 def run_one(algo: str, system: str, seed: int, budget: int, eval_every: int, stop: bool,
-            timeout_s: float) -> dict[str, Any]:
+            timeout_s: float, threads: int = 1) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--algo-one", algo, "--system", system,
            "--seed", str(seed), "--budget", str(budget), "--eval-every", str(eval_every)]
     cmd += ["--stop-at-threshold"] if stop else []
+    cmd += ["--threads", str(threads)]
     start = time.time()
     base = {"algo": algo, "system": system, "seed": seed}
     try:
@@ -533,7 +536,8 @@ def parent_main(args: argparse.Namespace) -> int:
                 while True:
                     waited = foreign.wait_quiet(args.quiet_cores, 5.0, args.wait_quiet) if args.wait_quiet > 0 else 0.0
                     before = foreign.now()
-                    res = run_one(algo, system, seed, budget, eval_every, args.stop_at_threshold, args.timeout)
+                    res = run_one(algo, system, seed, budget, eval_every, args.stop_at_threshold, args.timeout,
+                                  args.threads)
                     res["others"] = {**foreign.between(before, foreign.now()), "waited_for_quiet_s": waited}
                     if res["others"]["foreign_cores"] <= args.retry_above or len(discarded) >= args.retries:
                         break
@@ -618,6 +622,9 @@ def main() -> int:
     p.add_argument("--stop-at-threshold", action="store_true",
                    help="stop both sides at the first evaluation reaching the threshold (default: whole budget;"
                         " env steps/s then covers a shorter run, learning_starts included)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads on both sides (SB3: torch.set_num_threads; colonyrl: the in-process"
+                        " scheme's learner_threads); default 1")
     p.add_argument("--json", help="write the raw results here (default benchmarks/results/offpolicy.json)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker process")
     p.add_argument("--wait-quiet", type=float, default=120.0,

@@ -42,7 +42,7 @@ class CWorker:
         name: str,
         compress: Literal["auto"] | bool = "auto",
         receiver_node: str | None = None,
-        torch_threads: int = 1,
+        torch_threads: int | None = 1,
     ) -> None:
         init_process(torch_threads)
         # Its own action-sampling stream in every layout (in-process, an actor of its own, inside a

@@ -18,7 +18,7 @@ from colonyrl.scheme.packets import GradientPacket, Rollout, Weights
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 from colonyrl.storage.rollout import Moments
 
-__all__ = ["CWorkerSpec", "CWorkerSet", "LocalCWorkerSet", "RemoteCWorkerSet", "make_cworker_set",
+__all__ = ["threads_for", "CWorkerSpec", "CWorkerSet", "LocalCWorkerSet", "RemoteCWorkerSet", "make_cworker_set",
            "GWorkerSet", "LocalGWorkerSet", "RemoteGWorkerSet"]
 
 
@@ -78,7 +78,9 @@ class LocalCWorkerSet:
 
     def __init__(self, spec: CWorkerSpec, components: Components) -> None:
         self.spec, self.names, self.components = spec, spec.names(), components
-        self.workers = [CWorker(components, spec.global_index(i), name) for i, name in enumerate(self.names)]
+        # torch_threads=None: they compute in the GWorker's process, with its thread setting.
+        self.workers = [CWorker(components, spec.global_index(i), name, torch_threads=None)
+                        for i, name in enumerate(self.names)]
         # One thread per worker, made on the first async submit: every call to a worker then goes
         # through its thread, after the rollout in flight (as Ray orders an actor's calls).
         self._threads: list[cf.ThreadPoolExecutor] | None = None
@@ -153,7 +155,7 @@ class RemoteCWorkerSet:
 
     def _spawn(self, i: int) -> Any:
         return self._cls.remote(self.components, self.spec.global_index(i), self.names[i], self.spec.compress,
-                                self._receiver)
+                                self._receiver, threads_for(self.spec.num_cpus))
 
     def recreate(self, i: int, in_flight: bool = True) -> Any:
         """Replace worker ``i`` (dead or stuck) by a new one built from the current components;
@@ -235,6 +237,12 @@ class RemoteCWorkerSet:
     def close(self) -> None:
         for a in self.actors:
             self._remote.kill(a)
+
+
+def threads_for(num_cpus: float) -> int:
+    """Torch threads of a worker that asked Ray for ``num_cpus`` (what Ray sets OMP_NUM_THREADS to:
+    ``max(floor(num_cpus), 1)``, ray/_private/utils.py ``set_omp_num_threads_if_unset``)."""
+    return max(int(num_cpus), 1)
 
 
 def make_cworker_set(spec: CWorkerSpec, components: Components) -> CWorkerSet:

@@ -129,3 +129,23 @@ def test_in_process_ppo_solves_cartpole_within_100k_steps(tmp_path) -> None:
     result = train(cfg)
     assert result.evaluation.mean >= 475.0, result.evaluations
     assert result.counters["env_steps"] <= 100_000 + cfg.env_steps_per_round
+
+
+def test_learner_threads_set_the_in_process_scheme_and_its_cworker_keeps_them():
+    """``learner_threads`` is the thread count of the whole in-process scheme: the in-process
+    CWorker (built after the GWorker) must not reset it to one, and a step keeps it."""
+    before = torch.get_num_threads()
+    try:
+        with Scheme(SchemeConfig(learner_threads=2), _components()) as scheme:
+            assert torch.get_num_threads() == 2
+            scheme.learner.step()
+            assert torch.get_num_threads() == 2
+        with Scheme(SchemeConfig(), _components()) as scheme:
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_learner_threads_rejects_zero_naming_the_field():
+    with pytest.raises(ConfigError, match="learner_threads"):
+        SchemeConfig(learner_threads=0)
