@@ -93,3 +93,20 @@ def test_tiny_run_prints_both_tables_with_both_sides(tmp_path: Path) -> None:
     # SB3 gets the hyperparameters colonyrl's presets have (each worker checks its preset too)
     assert runs["sac", "sb3"]["hparams"]["learning_rate"] == runs["sac", "colonyrl"]["config"]["algo"]["lr"] == 1e-3
     assert runs["dqn", "sb3"]["hparams"]["gradient_steps"] == 128 and runs["dqn", "sb3"]["hparams"]["train_freq"] == 256
+
+
+@pytest.mark.slow
+def test_sac_update_script_times_both_systems_and_counts_the_update_flops(tmp_path: Path) -> None:
+    """benchmarks/sac_update.py end to end with a few updates: both systems timed, and the profiler's
+    FLOP count of one update near the products of the [256, 256] twin-critic SAC (about 0.55 GFLOP)."""
+    out = tmp_path / "update.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "sac_update.py"), "--fill", "300", "--warmup", "2",
+                           "--updates", "3", "--repeats", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=BENCH.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["threads"] == 1 and res["colonyrl_ms"] > 0 and res["sb3_ms"] > 0
+    # 8 forward and 8 backward 256x256x256 products (2 * 256^3 FLOP each) plus the small layers
+    assert 0.5 < res["update_gflop"] < 0.6
+    assert res["floor_ms"] == pytest.approx(res["update_gflop"] / res["matmul_256_gflops"] * 1e3)
+    assert "| colonyrl" in proc.stdout and "| SB3" in proc.stdout
