@@ -36,6 +36,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from colonyrl.config import Config, ConfigError, param
+from colonyrl.envs import wrappers as _wrappers  # noqa: F401  (registers colonyrl/... env ids)
 from colonyrl.envs.snapshot import SubEnvState
 
 __all__ = ["EnvConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats"]
