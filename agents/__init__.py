@@ -3,6 +3,8 @@
 Imports torch and gymnasium, never Ray.
 """
 
+from colonyrl.agents.a2c import A2C, A2CConfig
+from colonyrl.agents.appo import APPO, APPOConfig, appo_loss
 from colonyrl.agents.base import (
     ActOut,
     Algorithm,
@@ -12,6 +14,7 @@ from colonyrl.agents.base import (
     GradientResult,
     Policy,
     ReplayPlan,
+    SequencePlan,
 )
 from colonyrl.agents.ddpg import DDPGConfig
 from colonyrl.agents.distributions import (
@@ -23,13 +26,41 @@ from colonyrl.agents.distributions import (
     tanh_log_det_jacobian,
 )
 from colonyrl.agents.dqn import DQN, DQNConfig
+from colonyrl.agents.impala import IMPALA, IMPALAConfig, impala_loss
 from colonyrl.agents.networks import ActorCritic, ActorCriticConfig, PolicyExport, export_policy
-from colonyrl.agents.ppo import PPO, LossOut, PPOConfig, PPOPolicy, policy_loss, ppo_loss, value_loss
+from colonyrl.agents.on_policy import ActorCriticPolicy, OnPolicyAlgorithm
+from colonyrl.agents.pg import PG, PGConfig, pg_loss, reinforce_loss
+from colonyrl.agents.ppo import (
+    PPO,
+    LossOut,
+    PPOConfig,
+    PPOPolicy,
+    adaptive_kl_coef,
+    kl_penalty,
+    policy_loss,
+    ppo_loss,
+    value_loss,
+)
+from colonyrl.agents.recurrent import RecurrentActorCritic, RecurrentActorCriticPolicy, RecurrentPolicyExport
+from colonyrl.agents.recurrent_ppo import RecurrentPPO, RecurrentPPOConfig, recurrent_ppo_loss
 from colonyrl.agents.sac import SAC, SACConfig
 from colonyrl.agents.sac_discrete import DiscreteSAC
 from colonyrl.agents.td3 import TD3, TD3Config
 
 __all__ = [
+    "IMPALA",
+    "IMPALAConfig",
+    "impala_loss",
+    "APPO",
+    "APPOConfig",
+    "appo_loss",
+    "SequencePlan",
+    "RecurrentActorCritic",
+    "RecurrentActorCriticPolicy",
+    "RecurrentPolicyExport",
+    "RecurrentPPO",
+    "RecurrentPPOConfig",
+    "recurrent_ppo_loss",
     "ActOut",
     "Algorithm",
     "AlgorithmConfig",
@@ -63,4 +94,14 @@ __all__ = [
     "policy_loss",
     "value_loss",
     "ppo_loss",
+    "kl_penalty",
+    "adaptive_kl_coef",
+    "ActorCriticPolicy",
+    "OnPolicyAlgorithm",
+    "PG",
+    "PGConfig",
+    "pg_loss",
+    "reinforce_loss",
+    "A2C",
+    "A2CConfig",
 ]

@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["ExtraSpec", "ActOut", "EpochPlan", "ReplayPlan", "UpdatePlan", "GradientResult", "Batch", "Policy",
-           "Algorithm", "AlgorithmConfig"]
+__all__ = ["ExtraSpec", "ActOut", "EpochPlan", "SequencePlan", "ReplayPlan", "UpdatePlan", "GradientResult", "Batch",
+           "num_samples", "Policy", "StatefulPolicy", "initial_state", "Algorithm", "EndsRounds", "AlgorithmConfig"]
 
 
 class ExtraSpec(NamedTuple):
@@ -44,6 +44,8 @@ class ActOut(NamedTuple):
     action: np.ndarray  # stored: int64 [N] (Discrete), float32 [N, *shape] (Box; raw sample for PPO)
     env_action: np.ndarray  # sent to env.step (clipped, squashed or offset as the policy needs)
     extras: dict[str, np.ndarray]  # name -> [N, *ExtraSpec.shape], one entry per declared extra
+    #: A :class:`StatefulPolicy`'s state after this step, [N, *state_shape]; None for a stateless policy.
+    state: np.ndarray | None = None
 
 
 class EpochPlan(NamedTuple):
@@ -51,6 +53,22 @@ class EpochPlan(NamedTuple):
 
     num_epochs: int
     minibatch_size: int
+
+
+class SequencePlan(NamedTuple):
+    """On-policy in time order: every round is used up in ``num_epochs`` passes of time-major
+    batches ``[L, columns, ...]`` (obs ``[L+1, ...]``), each column one env's consecutive steps,
+    never shuffled across time (only the columns are). For what needs the time axis: V-trace
+    (IMPALA, APPO), recurrent policies. Model: RLlib's time-major IMPALA batches
+    (``rollout_fragment_length``), Sample Factory's ``recurrence`` chunks."""
+
+    num_epochs: int
+    #: Env steps per batch (columns x L, padding included): the storage takes
+    #: ``max(1, round(columns x L / minibatch_size))`` batches of whole columns per epoch.
+    minibatch_size: int
+    #: L: each rollout's columns cut into chunks of this many steps (the last one padded with
+    #: invalid steps); None: L is the round's longest rollout, one column per env.
+    sequence_length: int | None = None
 
 
 class ReplayPlan(NamedTuple):
@@ -64,7 +82,7 @@ class ReplayPlan(NamedTuple):
     updates_per_step: float
 
 
-UpdatePlan = EpochPlan | ReplayPlan
+UpdatePlan = EpochPlan | SequencePlan | ReplayPlan
 
 
 class GradientResult(NamedTuple):
@@ -81,9 +99,18 @@ class GradientResult(NamedTuple):
 
 @runtime_checkable
 class Batch(Protocol):
-    """Any batch of B samples: its first field is the observations [B, ...]."""
+    """Any batch of B samples: its first field is the observations [B, ...]. A time-major batch
+    (:class:`SequencePlan`) has obs ``[L+1, C, ...]`` and says how many samples it holds in an
+    int field ``num_samples`` (its valid steps)."""
 
     obs: torch.Tensor
+
+
+def num_samples(batch: Any) -> int:
+    """The transitions a batch trains on, by which the gradients of several GWorkers are weighted:
+    its ``num_samples`` field if it has one (time-major batches), else the length of ``obs``."""
+    count = getattr(batch, "num_samples", None)
+    return int(batch.obs.shape[0]) if count is None else int(count)
 
 
 @runtime_checkable
@@ -107,7 +134,8 @@ class Policy(Protocol):
         ...
 
     def export_module(self) -> torch.nn.Module:
-        """obs [B, ...] -> deterministic env action [B, ...], for ``torch.export``."""
+        """obs [B, ...] -> deterministic env action [B, ...], for ``torch.export`` (a
+        :class:`StatefulPolicy`'s: ``(obs, state) -> (env action, next state)``, with ``state_shape``)."""
         ...
 
     def state_dict(self) -> dict:
@@ -115,6 +143,32 @@ class Policy(Protocol):
         ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class StatefulPolicy(Protocol):
+    """Optional, beside :class:`Policy`: a policy with memory (recurrent). Its state is one float32
+    array ``[N, *state_shape]`` for a batch of N envs, held by whoever acts (a CWorker across its
+    rollouts and in its checkpoints, an evaluation), never by the policy: ``act`` and ``bootstrap``
+    take it with ``episode_start`` ``[N]`` bool, True where ``obs`` is the first observation of an
+    episode (the policy resets the state there first), and ``act`` returns the next state in
+    ``ActOut.state``. Model: SB3-contrib's ``RecurrentPPO.predict(obs, state, episode_start)``."""
+
+    def initial_state(self, num_envs: int) -> np.ndarray:
+        """The state before the first step, ``[num_envs, *state_shape]``."""
+        ...
+
+    def act(self, obs: np.ndarray, deterministic: bool = False, *, state: np.ndarray,
+            episode_start: np.ndarray) -> ActOut: ...
+
+    def bootstrap(self, obs: np.ndarray, *, state: np.ndarray, episode_start: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def initial_state(policy: Any, num_envs: int) -> np.ndarray | None:
+    """A :class:`StatefulPolicy`'s initial state for ``num_envs`` envs; None for a stateless policy
+    (then ``act(obs, deterministic)`` is called as always)."""
+    make = getattr(policy, "initial_state", None)
+    return None if make is None else make(num_envs)
 
 
 @runtime_checkable
@@ -152,6 +206,18 @@ class Algorithm(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
     def update_parameter(self, name: str, value: Any) -> None: ...
+
+
+@runtime_checkable
+class EndsRounds(Protocol):
+    """Optional, beside :class:`Algorithm`: an algorithm that adapts its runtime parameters to
+    what a round measured (PPO's adaptive KL coefficient). Once every GWorker has used up a round
+    since the last call, the Learner calls ``end_round`` with the mean of each info key over the
+    minibatches of those rounds (all GWorkers), and applies what it returns, parameter name ->
+    new value, as ``Learner.update_algorithm_parameter`` does: validated, sent to every worker
+    that uses it, acknowledged, recorded, and saved with the config in checkpoints."""
+
+    def end_round(self, round_metrics: Mapping[str, float]) -> dict[str, Any]: ...
 
 
 class AlgorithmConfig(Protocol):

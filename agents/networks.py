@@ -8,12 +8,14 @@ weights with gain sqrt(2) on hidden layers, 0.01 on the policy head, 1.0 on the 
 biases; Box actions use a state-independent log-std parameter (detail 5 of the continuous part).
 
 ``PolicyExport`` turns a trained actor into a plain ``torch.export`` program: obs -> env action.
+``ActorCriticBase`` holds what the recurrent actor-critics (agents/recurrent.py) share with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Literal
 
 import gymnasium as gym
@@ -30,9 +32,9 @@ from colonyrl.agents.distributions import (
     clip_action,
     squash_action,
 )
-from colonyrl.config import Config, ConfigError
+from colonyrl.config import Config, ConfigError, param
 
-__all__ = ["ActorCriticConfig", "ActorCritic", "PolicyExport", "export_module", "export_policy"]
+__all__ = ["ActorCriticConfig", "ActorCriticBase", "ActorCritic", "PolicyExport", "export_module", "export_policy"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -45,12 +47,22 @@ class ActorCriticConfig(Config):
     ortho_init: bool = True  # CleanRL layer_init: orthogonal, gains sqrt(2) / 0.01 / 1.0
     log_std_init: float = 0.0  # initial log-std of Box actions (SB3 default 0.0)
     squash: bool = False  # Box: tanh-squash to the bounds instead of clipping the sample
+    #: A recurrent core between the MLP encoder (``hidden_sizes``) and the heads (agents/recurrent.py):
+    #: None = feed-forward. Only algorithms that declare ``recurrent = True`` (recurrent-ppo) take it.
+    recurrent: Literal["gru", "lstm"] | None = None
+    #: Units of each recurrent core. The state per env is [K, hidden_state_size]: K = 1 (h) for a GRU,
+    #: 2 (h, c) for an LSTM, twice that with ``shared_trunk=False`` (policy and value cores apart).
+    hidden_state_size: int = param(64, ge=1)
 
     def _check(self) -> None:
         if any(h <= 0 for h in self.hidden_sizes):
             raise ConfigError("ActorCriticConfig.hidden_sizes", self.hidden_sizes, "a tuple of integers > 0")
 
     def build(self, observation_space: gym.Space, action_space: gym.Space) -> ActorCritic:
+        """The feed-forward actor-critic (a recurrent one: agents/recurrent.py ``RecurrentActorCritic``)."""
+        if self.recurrent is not None:
+            raise ConfigError("ActorCriticConfig.recurrent", self.recurrent,
+                              "None for a feed-forward algorithm ('gru'/'lstm' need algo recurrent-ppo)")
         return ActorCritic(self, observation_space, action_space)
 
 
@@ -73,24 +85,18 @@ def _mlp(n_in: int, cfg: ActorCriticConfig, n_out: int | None, out_gain: float) 
     return nn.Sequential(*layers)
 
 
-class ActorCritic(nn.Module):
-    """Policy and value function. Batch API: every method takes obs [B, *obs_shape]."""
+class ActorCriticBase(nn.Module):
+    """What every actor-critic shares, feed-forward or recurrent (agents/recurrent.py): the
+    observation layout (flattened Box, one-hot Discrete), the action layout with its distribution
+    (Categorical, DiagGaussian with a state-independent log-std, tanh-squashed) and the mapping
+    from stored actions to env actions. ``n_out`` is the size the policy head must output."""
 
     def __init__(self, config: ActorCriticConfig, observation_space: gym.Space, action_space: gym.Space) -> None:
         super().__init__()
         self.config = config
         self.observation_space, self.action_space = observation_space, action_space
         self._setup_obs(observation_space)
-        n_out = self._setup_actions(action_space, config)
-        last = config.hidden_sizes[-1] if config.hidden_sizes else self.obs_dim
-        if config.shared_trunk:
-            self.trunk: nn.Module | None = _mlp(self.obs_dim, config, None, 1.0)
-            self.pi: nn.Module = _linear(last, n_out, 0.01, config.ortho_init)
-            self.vf: nn.Module = _linear(last, 1, 1.0, config.ortho_init)
-        else:
-            self.trunk = None
-            self.pi = _mlp(self.obs_dim, config, n_out, 0.01)
-            self.vf = _mlp(self.obs_dim, config, 1, 1.0)
+        self.n_out = self._setup_actions(action_space, config)
 
     # -- construction -------------------------------------------------------------------------
     def _setup_obs(self, space: gym.Space) -> None:
@@ -128,13 +134,44 @@ class ActorCritic(nn.Module):
         x = obs if obs.dim() == 2 else obs.reshape(obs.shape[0], -1)
         return x.float()  # no-op for float32; uint8 images become 0..255 floats (scale in the env)
 
+    def _shape_params(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.is_discrete or len(self.action_shape) == 1 else out.view(-1, *self.action_shape)
+
+    def make_distribution(self, params: torch.Tensor) -> Distribution:
+        if self.is_discrete:
+            return Categorical(params)
+        if self.config.squash:
+            return SquashedDiagGaussian(params, self.log_std, self._log_scale)
+        return DiagGaussian(params, self.log_std)
+
+    def to_env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Stored action -> what env.step gets (Discrete: + start; Box: clipped or squashed)."""
+        if self.is_discrete:
+            return action + self._action_start if self._action_start else action
+        return (squash_action if self.config.squash else clip_action)(action, self.low, self.high)
+
+
+class ActorCritic(ActorCriticBase):
+    """Policy and value function. Batch API: every method takes obs [B, *obs_shape]."""
+
+    def __init__(self, config: ActorCriticConfig, observation_space: gym.Space, action_space: gym.Space) -> None:
+        super().__init__(config, observation_space, action_space)
+        n_out = self.n_out
+        last = config.hidden_sizes[-1] if config.hidden_sizes else self.obs_dim
+        if config.shared_trunk:
+            self.trunk: nn.Module | None = _mlp(self.obs_dim, config, None, 1.0)
+            self.pi: nn.Module = _linear(last, n_out, 0.01, config.ortho_init)
+            self.vf: nn.Module = _linear(last, 1, 1.0, config.ortho_init)
+        else:
+            self.trunk = None
+            self.pi = _mlp(self.obs_dim, config, n_out, 0.01)
+            self.vf = _mlp(self.obs_dim, config, 1, 1.0)
+
+    # -- forward ------------------------------------------------------------------------------
     def policy_params(self, obs: torch.Tensor) -> torch.Tensor:
         """Logits [B, n] (Discrete) or the Gaussian mean [B, *action_shape] (Box)."""
         x = self.preprocess(obs)
         return self._shape_params(self.pi(x if self.trunk is None else self.trunk(x)))
-
-    def _shape_params(self, out: torch.Tensor) -> torch.Tensor:
-        return out if self.is_discrete or len(self.action_shape) == 1 else out.view(-1, *self.action_shape)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits or mean, value [B])."""
@@ -148,22 +185,9 @@ class ActorCritic(nn.Module):
         x = self.preprocess(obs)
         return self.vf(x if self.trunk is None else self.trunk(x)).squeeze(-1)
 
-    def make_distribution(self, params: torch.Tensor) -> Distribution:
-        if self.is_discrete:
-            return Categorical(params)
-        if self.config.squash:
-            return SquashedDiagGaussian(params, self.log_std, self._log_scale)
-        return DiagGaussian(params, self.log_std)
-
     def distribution(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
         params, value = self(obs)
         return self.make_distribution(params), value
-
-    def to_env_action(self, action: torch.Tensor) -> torch.Tensor:
-        """Stored action -> what env.step gets (Discrete: + start; Box: clipped or squashed)."""
-        if self.is_discrete:
-            return action + self._action_start if self._action_start else action
-        return (squash_action if self.config.squash else clip_action)(action, self.low, self.high)
 
     def act(
         self, obs: torch.Tensor, deterministic: bool = False
@@ -195,12 +219,21 @@ def export_module(module: nn.Module, observation_space: gym.Space, path: str,
                   batch_size: int = 2) -> torch.export.ExportedProgram:
     """Export ``module`` (obs -> env action) with a dynamic batch dimension and save it to ``path``.
 
-    The file runs with plain torch: ``torch.export.load(path).module()(obs)``.
+    The file runs with plain torch: ``torch.export.load(path).module()(obs)``. A module with a
+    ``state_shape`` attribute is a stateful policy's (agents/recurrent.py ``RecurrentPolicyExport``):
+    ``(obs, state [B, *state_shape]) -> (env action, next state)``, exported with a zero state.
     """
     example = torch.as_tensor(np.stack([observation_space.sample() for _ in range(max(batch_size, 2))]))
     batch = torch.export.Dim("batch")  # example batch >= 2: torch.export specializes sizes 0 and 1
-    with torch.no_grad():
-        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    state_shape = getattr(module, "state_shape", None)
+    inputs: tuple[torch.Tensor, ...] = (example,)
+    dynamic: tuple[dict[int, torch.export.Dim], ...] = ({0: batch},)
+    if state_shape is not None:
+        inputs, dynamic = (example, torch.zeros(len(example), *state_shape)), ({0: batch}, {0: batch})
+    with torch.no_grad(), warnings.catch_warnings():
+        # nn.LSTM / nn.GRU re-assign their ``_flat_weights`` list while traced: harmless here
+        warnings.filterwarnings("ignore", message="The tensor attributes .*_flat_weights")
+        program = torch.export.export(module, inputs, dynamic_shapes=dynamic)
     torch.export.save(program, path)
     return program
 

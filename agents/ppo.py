@@ -5,33 +5,46 @@ The update follows CleanRL's cleanrl/ppo.py update block, split in two (model: R
 one minibatch; ``apply_gradients`` runs on the Learner, after the gradients of all GWorkers are
 averaged, and clips the *global* gradient norm there, so N workers on N minibatches equal one
 worker on their union.
+
+The adaptive KL penalty of the paper's §4 is here too: ``kl_coef`` (beta) times the KL between
+the collecting and the current policy is added to the loss, with or without clipping
+(``clip_range=None``), and with ``kl_target`` set, beta doubles or halves after each round
+(:func:`adaptive_kl_coef`, applied through :meth:`PPO.end_round`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
-import numpy as np
 import torch
 
-from colonyrl.agents.base import ActOut, EpochPlan, ExtraSpec, GradientResult
-from colonyrl.agents.networks import ActorCritic, ActorCriticConfig, PolicyExport
-from colonyrl.agents.tensors import as_tensor, copy_into
-from colonyrl.config import Config, from_dict, param
+from colonyrl.agents.base import EpochPlan, GradientResult
+from colonyrl.agents.networks import ActorCritic, ActorCriticConfig
+from colonyrl.agents.on_policy import (
+    ActorCriticConfigMixin,
+    ActorCriticPolicy,
+    OnPolicyAlgorithm,
+    standardized_advantages,
+)
+from colonyrl.config import Config, ConfigError, param
 
-__all__ = ["PPOConfig", "PPO", "PPOPolicy", "LossOut", "policy_loss", "value_loss", "ppo_loss"]
+__all__ = ["PPOConfig", "PPO", "PPOPolicy", "LossOut", "policy_loss", "value_loss", "kl_penalty", "ppo_loss",
+           "adaptive_kl_coef"]
+
+#: PPO's acting side (the actor-critic with log-prob and value as extras; A2C and PG act the same).
+PPOPolicy = ActorCriticPolicy
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PPOConfig(Config):
+class PPOConfig(ActorCriticConfigMixin, Config):
     lr: float = param(3e-4, ge=0, runtime=True)  # 0 allowed: schedules anneal to 0 (SB3's lin_ schedules)
     num_epochs: int = param(10, ge=1, runtime=True)  # passes over each rollout (read by the GWorker)
     minibatch_size: int = param(64, ge=1, runtime=True)  # samples per gradient (read by the GWorker)
-    clip_range: float = param(0.2, ge=0, runtime=True)  # 0 allowed for annealing, as SB3 does
+    #: 0 allowed for annealing, as SB3 does; None: no clipping (the KL-penalty objective alone, §4).
+    clip_range: float | None = param(0.2, ge=0, runtime=True)
     clip_range_vf: float | None = param(None, gt=0, runtime=True)  # None: no value clipping
     ent_coef: float = param(0.0, ge=0, runtime=True)
     vf_coef: float = param(0.5, ge=0, runtime=True)
@@ -41,18 +54,24 @@ class PPOConfig(Config):
     normalize_advantage: bool = True
     target_kl: float | None = param(None, gt=0, runtime=True)  # None: no early stop
     adam_eps: float = param(1e-5, gt=0)  # CleanRL / "37 details" #3 (torch default 1e-8)
+    #: beta of the KL penalty (paper §4, L^KLPEN): 0 = no penalty. With ``kl_target`` it is the
+    #: initial beta and changes after every round (a runtime change: every worker and the
+    #: checkpoint see it); its initial value "is not important in practice because the algorithm
+    #: quickly adjusts it" (the paper).
+    kl_coef: float = param(0.0, ge=0, runtime=True)
+    #: d_targ: the KL per round beta aims at (doubles above 1.5 d_targ, halves below d_targ / 1.5);
+    #: None: beta stays as set.
+    kl_target: float | None = param(None, gt=0, runtime=True)
     name: ClassVar[str] = "ppo"
-    #: Runtime parameters acting uses (CWorkers get only these): none, PPO acts with the weights alone.
-    acting_parameters: ClassVar[frozenset[str]] = frozenset()
-    storage_kind: ClassVar[str] = "rollout"
+
+    def _check(self) -> None:
+        if self.kl_target is not None and self.kl_coef == 0:
+            raise ConfigError("PPOConfig.kl_coef", self.kl_coef,
+                              "a number > 0 when kl_target is set (halving or doubling 0 stays 0)")
 
     def build(self, observation_space: gym.Space, action_space: gym.Space, network: ActorCriticConfig) -> PPO:
         return PPO(self, network.build(observation_space, action_space))
 
-    def build_policy(self, observation_space: gym.Space, action_space: gym.Space,
-                     network: ActorCriticConfig) -> PPOPolicy:
-        """The acting side: the actor-critic (V(obs) is an extra), no optimizer."""
-        return PPOPolicy(network.build(observation_space, action_space))
 
     def update_plan(self) -> EpochPlan:
         return EpochPlan(self.num_epochs, self.minibatch_size)
@@ -71,17 +90,42 @@ class LossOut(NamedTuple):
 
 
 def policy_loss(
-    logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_range: float
+    logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip_range: float | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Clipped surrogate L^CLIP (paper eq. 7), negated; returns (loss, clipfrac, approx_kl)."""
+    """Clipped surrogate L^CLIP (paper eq. 7), negated; returns (loss, clipfrac, approx_kl).
+    ``clip_range=None``: the unclipped surrogate L^CPI (eq. 6), clipfrac 0."""
     log_ratio = logp - logp_old
     ratio = log_ratio.exp()
-    loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)).mean()
+    if clip_range is None:
+        loss = (-adv * ratio).mean()
+    else:
+        loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)).mean()
     with torch.no_grad():
-        # k3 estimator of KL(old || new): E[(r - 1) - log r] (http://joschu.net/blog/kl-approx.html)
-        approx_kl = ((ratio - 1.0) - log_ratio).mean()
-        clipfrac = ((ratio - 1.0).abs() > clip_range).float().mean()
+        approx_kl = kl_penalty(logp, logp_old)
+        if clip_range is None:
+            clipfrac = torch.zeros((), dtype=ratio.dtype)
+        else:
+            clipfrac = ((ratio - 1.0).abs() > clip_range).float().mean()
     return loss, clipfrac, approx_kl
+
+
+def kl_penalty(logp: torch.Tensor, logp_old: torch.Tensor) -> torch.Tensor:
+    """KL(old || new) from the actions the old policy took: the k3 estimator E_old[(r - 1) - log r]
+    (http://joschu.net/blog/kl-approx.html), unbiased, never negative, and with the exact KL's
+    gradient in expectation (E_old[(r - 1) grad log pi] = -E_old[grad log pi]). The paper's penalty
+    is the exact KL of the two distributions; the rollout stores only the old log-prob."""
+    log_ratio = logp - logp_old
+    return (log_ratio.exp() - 1.0 - log_ratio).mean()
+
+
+def adaptive_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
+    """The paper's §4 rule for beta after a round that measured KL ``kl`` (d): below
+    d_targ / 1.5 halve it, above d_targ * 1.5 double it, else keep it (NaN keeps it too)."""
+    if kl < kl_target / 1.5:
+        return kl_coef / 2.0
+    if kl > kl_target * 1.5:
+        return kl_coef * 2.0
+    return kl_coef
 
 
 def value_loss(
@@ -100,83 +144,30 @@ def value_loss(
 
 
 def ppo_loss(actor: ActorCritic, batch: Any, cfg: PPOConfig) -> LossOut:
-    """Total loss = policy loss - ent_coef * entropy + vf_coef * value loss (paper eq. 9)."""
-    adv = batch.advantages
-    if cfg.normalize_advantage:  # "37 details" #7; statistics of the round, or of the minibatch if none
-        stats = getattr(batch, "advantage_stats", None)
-        mean, std = stats if stats is not None else (adv.mean(), adv.std())
-        adv = (adv - mean) / (std + 1e-8)
+    """Total loss = policy loss - ent_coef * entropy + vf_coef * value loss (paper eq. 9), plus
+    kl_coef * KL(old || new) when the penalty is on (§4)."""
+    adv = standardized_advantages(batch) if cfg.normalize_advantage else batch.advantages
     dist, values = actor.distribution(batch.obs)
-    pg_loss, clipfrac, approx_kl = policy_loss(dist.log_prob(batch.actions), batch.logp_old, adv, cfg.clip_range)
+    logp = dist.log_prob(batch.actions)
+    pg_loss, clipfrac, approx_kl = policy_loss(logp, batch.logp_old, adv, cfg.clip_range)
     v_loss = value_loss(values, batch.values_old, batch.returns, cfg.clip_range_vf)
     entropy = dist.entropy().mean()
     total = pg_loss + cfg.vf_coef * v_loss
+    if cfg.kl_coef > 0:
+        total = total + cfg.kl_coef * kl_penalty(logp, batch.logp_old)
     if cfg.ent_coef > 0:  # skipped at 0: saves ~15% of the backward pass (measured)
         total = total - cfg.ent_coef * entropy
     return LossOut(total, pg_loss, v_loss, entropy, approx_kl, clipfrac)
 
 
-class PPOPolicy:
-    """PPO's acting side: samples from the actor-critic and declares log-prob and value as extras
-    (the rollout storage needs both for GAE and the clipped ratio)."""
-
-    extras: ClassVar[dict[str, ExtraSpec]] = {"logp": ExtraSpec((), "float32"),
-                                              "values": ExtraSpec((), "float32", bootstrap=True)}
-
-    def __init__(self, actor: ActorCritic) -> None:
-        self.actor = actor
-
-    @torch.inference_mode()
-    def act(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
-        action, env_action, logp, value = self.actor.act(as_tensor(obs), deterministic)
-        return ActOut(action.numpy(), env_action.numpy(), {"logp": logp.numpy(), "values": value.numpy()})
-
-    @torch.inference_mode()
-    def bootstrap(self, obs: np.ndarray) -> dict[str, np.ndarray]:
-        return {"values": self.actor.value(as_tensor(obs)).numpy()}
-
-    def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
-        _load_module(self.actor, arrays)
-
-    def update_parameter(self, name: str, value: Any) -> None:
-        raise KeyError(f"PPO's policy has no acting parameters (got {name!r})")
-
-    def export_module(self) -> torch.nn.Module:
-        return PolicyExport(self.actor)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def _load_module(module: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
-    """Copy ``arrays`` into ``module``'s state in place (read-only arrays are fine)."""
-    state = module.state_dict()
-    if set(arrays) != set(state):
-        raise KeyError(f"weight names differ: missing {set(state) - set(arrays)}, "
-                       f"unexpected {set(arrays) - set(state)}")
-    with torch.no_grad():
-        for name, tensor in state.items():
-            copy_into(tensor, arrays[name])
-
-
-class PPO:
+class PPO(OnPolicyAlgorithm):
     """PPO on an :class:`ActorCritic`; owns the actor and its Adam optimizer."""
 
-    _INFO_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
-
     def __init__(self, config: PPOConfig, actor: ActorCritic) -> None:
-        self.config, self.actor = config, actor
-        self._params = list(actor.parameters())
         # fused=True measured fastest on CPU: one compute+apply step (B=256, 4-64-64-2 actor +
         # 4-64-64-1 critic, 1 thread) took 1.00 ms vs 1.16 ms (foreach=True) and 1.28 ms (for-loop).
-        self.optimizer = torch.optim.Adam(self._params, lr=config.lr, eps=config.adam_eps, fused=True)
-        self.policy = PPOPolicy(actor)
-
-    def update_plan(self) -> EpochPlan:
-        return self.config.update_plan()
+        super().__init__(config, actor, torch.optim.Adam(actor.parameters(), lr=config.lr, eps=config.adam_eps,
+                                                         fused=True))
 
     # -- learning (GWorker computes, Learner applies) -----------------------------------------
     def loss(self, batch: Any) -> LossOut:
@@ -186,62 +177,20 @@ class PPO:
         """Gradients of one minibatch, aligned with ``parameters()``; None (and the round ends) on a
         KL early stop."""
         out = self.loss(batch)
-        terms = torch.stack([out.policy_loss, out.value_loss, out.entropy, out.approx_kl, out.clipfrac])
-        info = dict(zip(self._INFO_KEYS, terms.detach().tolist(), strict=True))  # one sync
+        info = self._info(out)
         target_kl = self.config.target_kl
         # SB3's rule (stable_baselines3/ppo/ppo.py): stop before the step when KL > 1.5 * target.
         info["early_stop"] = float(target_kl is not None and info["approx_kl"] > 1.5 * target_kl)
         if info["early_stop"]:
             return GradientResult(None, info, stop_round=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        return GradientResult([p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params], info)
+        return GradientResult(self._backward(out.total), info)
 
-    def apply_gradients(self, grads: Sequence[torch.Tensor | np.ndarray]) -> dict[str, float]:
-        """Load ``grads`` into ``.grad`` (unless they already are), clip the global norm, step."""
-        if len(grads) != len(self._params):
-            raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
-        for p, g in zip(self._params, grads, strict=True):
-            if g is not p.grad:
-                if p.grad is None:
-                    p.grad = torch.empty_like(p)
-                copy_into(p.grad, g)
-        if self.config.max_grad_norm is not None:  # "37 details" #11; returns the pre-clip norm
-            norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm, foreach=True)
-        else:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in self._params]))
-        self.optimizer.step()
-        return {"grad_norm": float(norm)}
-
-    def parameters(self) -> list[torch.Tensor]:
-        return list(self._params)
-
-    # -- weights, checkpoints, runtime hyperparameters ----------------------------------------
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.actor.state_dict().items()}
-
-    def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Copy ``arrays`` into the actor in place (accepts read-only arrays; optimizer untouched)."""
-        _load_module(self.actor, arrays)
-
-    def acting_weights(self) -> dict[str, np.ndarray]:
-        """Acting needs the whole actor-critic (the value is an extra): the same arrays."""
-        return self.get_weights()
-
-    def state_dict(self) -> dict:
-        """A snapshot (deep copy: torch's state dicts alias the live tensors, and
-        ``Optimizer.load_state_dict`` would then share Adam's moment buffers between two owners)."""
-        return copy.deepcopy({"actor": self.actor.state_dict(), "optimizer": self.optimizer.state_dict(),
-                              "config": dataclasses.asdict(self.config)})
-
-    def load_state_dict(self, state: dict) -> None:
-        self.config = from_dict(PPOConfig, state["config"])
-        self.actor.load_state_dict(state["actor"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def update_parameter(self, name: str, value: Any) -> None:
-        """Change a runtime hyperparameter; ConfigError (nothing changed) if the name or value is bad."""
-        self.config = self.config.check_parameter(name, value)
-        if name == "lr":
-            for group in self.optimizer.param_groups:
-                group["lr"] = float(value)
+    def end_round(self, round_metrics: Mapping[str, float]) -> dict[str, Any]:
+        """The adaptive KL penalty (paper §4): after each round, ``kl_coef`` follows the round's
+        measured KL (``approx_kl``, the mean over its minibatches on every GWorker); the Learner
+        applies the change as a runtime parameter, so every worker and the checkpoint get it."""
+        cfg = self.config
+        if cfg.kl_target is None or "approx_kl" not in round_metrics:
+            return {}
+        beta = adaptive_kl_coef(cfg.kl_coef, round_metrics["approx_kl"], cfg.kl_target)
+        return {"kl_coef": beta} if beta != cfg.kl_coef else {}

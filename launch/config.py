@@ -14,10 +14,15 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import tyro
 
+from colonyrl.agents.a2c import A2CConfig
+from colonyrl.agents.appo import APPOConfig
 from colonyrl.agents.ddpg import DDPGConfig
 from colonyrl.agents.dqn import DQNConfig
+from colonyrl.agents.impala import IMPALAConfig
 from colonyrl.agents.networks import ActorCriticConfig
+from colonyrl.agents.pg import PGConfig
 from colonyrl.agents.ppo import PPOConfig
+from colonyrl.agents.recurrent_ppo import RecurrentPPOConfig
 from colonyrl.agents.sac import SACConfig
 from colonyrl.agents.td3 import TD3Config
 from colonyrl.config import Config, ConfigError, param
@@ -30,7 +35,8 @@ from colonyrl.storage.rollout import RolloutConfig
 __all__ = ["RunConfig", "Schedule", "TrainConfig", "ALGORITHM_CONFIGS", "STORAGE_CONFIGS", "parse_args"]
 
 #: Every algorithm the command line offers, by ``name`` (a tyro subcommand each: ``algo:sac``).
-ALGORITHM_CONFIGS: tuple[type, ...] = (PPOConfig, SACConfig, TD3Config, DDPGConfig, DQNConfig)
+ALGORITHM_CONFIGS: tuple[type, ...] = (PPOConfig, SACConfig, TD3Config, DDPGConfig, DQNConfig, IMPALAConfig,
+                                       APPOConfig, PGConfig, A2CConfig, RecurrentPPOConfig)
 #: Every storage kind, by ``kind`` (``storage:replay``); an algorithm names the kind it learns from.
 STORAGE_CONFIGS: tuple[type, ...] = (RolloutConfig, ReplayConfig)
 
@@ -139,6 +145,11 @@ class TrainConfig(Config):
             allowed = [c.__name__ for c in STORAGE_CONFIGS if c.kind == self.algo.storage_kind]
             raise ConfigError("TrainConfig.storage", type(self.storage).__name__,
                               f"{' or '.join(allowed)}: {self.algo.name} learns from {self.algo.storage_kind} storage")
+        recurrent_algos = [c.name for c in ALGORITHM_CONFIGS if getattr(c, "recurrent", False)]
+        if (self.actor.recurrent is not None) != bool(getattr(self.algo, "recurrent", False)):
+            raise ConfigError("TrainConfig.actor.recurrent", self.actor.recurrent,
+                              f"'gru' or 'lstm' for {self.algo.name}" if self.actor.recurrent is None else
+                              f"None for {self.algo.name} (recurrent policies: {', '.join(recurrent_algos)})")
         components = self.components()
         for i, schedule in enumerate(self.schedules):
             for _, value in schedule.points:  # every value must be valid for the parameter it sets

@@ -7,7 +7,8 @@ A saved model is a folder with two files:
   colonyrl rebuilds the actor from ``config``.
 * ``policy.pt2``: the deterministic policy as a ``torch.export`` program with a dynamic batch
   dimension: plain torch runs it without colonyrl,
-  ``torch.export.load("policy.pt2").module()(obs) -> action``.
+  ``torch.export.load("policy.pt2").module()(obs) -> action``; a recurrent policy's takes and
+  returns its state, ``(obs, state) -> (action, state)`` (zeros where an episode starts).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from colonyrl.agents.base import Algorithm, Policy
+from colonyrl.agents.base import Algorithm, Policy, initial_state
 from colonyrl.agents.networks import export_module
 from colonyrl.envs.factory import EnvConfig
 
@@ -50,16 +51,24 @@ def evaluate(agent: Policy | Algorithm, env: EnvConfig, episodes: int = 10, seed
              deterministic: bool = True, worker_index: int = EVAL_WORKER_INDEX) -> EvalResult:
     """Mean and std of the return over ``episodes`` episodes, one per sub-env, run side by side
     (sub-env seeds from ``seed`` and ``worker_index``, envs/factory.py ``env_seeds``), acting with
-    ``agent``'s policy (an algorithm's own policy, or a policy on its own)."""
+    ``agent``'s policy (an algorithm's own policy, or a policy on its own). A stateful (recurrent)
+    policy starts from its initial state, carries it step by step and resets it where an episode
+    starts (the step after an autoreset step), as a CWorker does."""
     policy: Policy = agent.policy if isinstance(agent, Algorithm) else agent
     venv, obs = env.make(num_envs=episodes, seed=seed, worker_index=worker_index)
     try:
         returns = np.zeros(episodes)
         lengths = np.zeros(episodes, dtype=np.int64)
         running = np.ones(episodes, dtype=bool)
+        state, episode_start, prev_done = initial_state(policy, episodes), running.copy(), ~running
         while running.any():
-            action = policy.act(obs, deterministic=deterministic).env_action
+            if state is None:
+                action = policy.act(obs, deterministic=deterministic).env_action
+            else:
+                out = policy.act(obs, deterministic, state=state, episode_start=episode_start)
+                action, state, episode_start = out.env_action, out.state, prev_done
             obs, reward, terminated, truncated, _ = venv.step(action)
+            prev_done = terminated | truncated
             returns += np.where(running, reward, 0.0)
             lengths += running
             running &= ~(terminated | truncated)  # each sub-env counts its first episode only

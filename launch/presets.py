@@ -23,6 +23,12 @@ PRESETS: dict[str, str] = {
     "td3-pendulum": "colonyrl.launch.scripts.td3_pendulum",
     "ddpg-pendulum": "colonyrl.launch.scripts.ddpg_pendulum",
     "dqn-cartpole": "colonyrl.launch.scripts.dqn_cartpole",
+    "pg-cartpole": "colonyrl.launch.scripts.pg_cartpole",
+    "a2c-cartpole": "colonyrl.launch.scripts.a2c_cartpole",
+    "ppo-kl-cartpole": "colonyrl.launch.scripts.ppo_kl_cartpole",
+    "impala-cartpole-ray": "colonyrl.launch.scripts.impala_cartpole_ray",
+    "appo-cartpole-ray": "colonyrl.launch.scripts.appo_cartpole_ray",
+    "ppo-lstm-cartpole-novel": "colonyrl.launch.scripts.ppo_lstm_cartpole_novel",
 }
 DEFAULT_PRESET = "ppo-cartpole"
 

@@ -68,6 +68,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         if resumed is None:
             tracker.log_dict(dataclasses.asdict(cfg), "config.json")
         console.header(cfg, tracker.run_id)
+        run_dir = Path(run.output_dir) / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
         # Signal handlers after the scheme: ray.init installs its own SIGTERM handler (it aborts).
         with Scheme(cfg.scheme, cfg.components()) as scheme, StopRequest() as stop:
             learner = scheme.learner
@@ -76,16 +77,17 @@ def train(cfg: TrainConfig) -> TrainResult:
                 console.resumed(resumed["path"], learner.env_steps, exact)
             checkpoints = Checkpoints(cfg, learner, tracker.run_id)
             timing = _Timing(start)
+            changes = _ChangesLog(run_dir / "changes.log")
             try:
-                evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints, timing)
+                evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints, timing, changes)
                 learner.finish_round()  # no-op after the loop's own; also after a stop_at_return break
                 train_end = time.perf_counter() - start
             except NonFiniteError:  # skipped updates left the weights good: keep them, then stop
                 checkpoints.save()
-                _log_changes_file(learner, tracker)
+                changes.upload(learner, tracker)
                 raise
             last = checkpoints.save()
-            _log_changes_file(learner, tracker)
+            changes.upload(learner, tracker)
             if stop.requested:
                 raise TrainingInterrupted(stop.signal or 0, last)
             learner.sync_weights()
@@ -95,7 +97,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             counters = learner.counters()
             tracker.log_metrics({"eval_return": final.mean, "eval_return_std": final.std,
                                  "final_eval_return": final.mean}, step=counters["env_steps"])
-            model_dir = Path(run.output_dir) / (tracker.run_id or time.strftime("run-%Y%m%d-%H%M%S"))
+            model_dir = run_dir
             save_model(model_dir, learner.algo, cfg, counters)
         tracker.log_artifact(model_dir / "model.pt", "model")
         tracker.log_artifact(model_dir / "policy.pt2", "model")
@@ -118,12 +120,29 @@ class _Timing:
         self.evals: list[tuple[float, float]] = []
 
 
-def _log_changes_file(learner: Any, tracker: Tracker) -> None:
-    """Every runtime change as a line of ``changes.log`` (also on SIGTERM and a non-finite stop)."""
-    if learner.changes:
-        tracker.log_text("\n".join(f"env_steps={c.env_steps} version={c.version} {c.kind}.{c.name}="
-                                    f"{c.value!r} workers={','.join(c.workers)}" for c in learner.changes),
-                         "changes.log")
+class _ChangesLog:
+    """Every runtime change as a line of ``<run dir>/changes.log``, appended as it happens (the
+    Learner keeps only the newest; a linear schedule makes one per update), and that file as the
+    run's ``changes.log`` artifact at the end (also on SIGTERM and a non-finite stop)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.count = path, 0
+
+    def new(self, learner: Any) -> list[Any]:
+        """The changes since the last call, each also appended to the file."""
+        changes = learner.changes_since(self.count)
+        self.count = learner.num_changes
+        if changes:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.writelines(f"env_steps={c.env_steps} version={c.version} {c.kind}.{c.name}={c.value!r} "
+                             f"workers={','.join(c.workers)}\n" for c in changes)
+        return changes
+
+    def upload(self, learner: Any, tracker: Tracker) -> None:
+        self.new(learner)
+        if self.path.exists():
+            tracker.log_artifact(self.path)
 
 
 def _resolve_resume(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
@@ -172,7 +191,7 @@ class Checkpoints:
 
 
 def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Console, stop: StopRequest,
-                checkpoints: Checkpoints, timing: _Timing | None = None) -> list[tuple[int, float]]:
+                checkpoints: Checkpoints, timing: _Timing, changes: _ChangesLog) -> list[tuple[int, float]]:
     run = cfg.run
     evaluations: list[tuple[int, float]] = []
     next_eval = run.eval_every or 0
@@ -180,11 +199,10 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
     # One row per env step: the step axis stays strictly increasing (a resumed run logged its
     # checkpoint's step already).
     logged_at = learner.env_steps if learner.env_steps else -1
-    logged_changes = 0
     with console.progress() as progress:
         while learner.env_steps < run.total_env_steps and not stop.requested:
             _follow_schedules(cfg, learner)
-            if timing is not None and timing.setup_s is None:
+            if timing.setup_s is None:
                 timing.setup_s = time.perf_counter() - timing.start
             try:
                 learner.step()
@@ -193,9 +211,9 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
                 if learner.env_steps != logged_at:
                     _log(learner, tracker, console)
                 raise
-            if len(learner.changes) > logged_changes:
-                _log_changes(learner.changes[logged_changes:], tracker)
-                logged_changes = len(learner.changes)
+            new_changes = changes.new(learner)
+            if new_changes:
+                _log_changes(new_changes, tracker)
             progress(learner.env_steps)
             ending = learner.env_steps >= run.total_env_steps or stop.requested
             if ending:  # the last round's remaining updates come before the last row
@@ -211,10 +229,9 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
                 learner.sync_weights()
                 eval_start = time.perf_counter()
                 result = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed)
-                if timing is not None:
-                    eval_end = time.perf_counter()
-                    timing.eval_s += eval_end - eval_start
-                    timing.evals.append((eval_start - timing.start, eval_end - timing.start))
+                eval_end = time.perf_counter()
+                timing.eval_s += eval_end - eval_start
+                timing.evals.append((eval_start - timing.start, eval_end - timing.start))
                 evaluations.append((learner.env_steps, result.mean))
                 tracker.log_metrics({"eval_return": result.mean, "eval_return_std": result.std},
                                     step=learner.env_steps)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from colonyrl.agents.base import initial_state
 from colonyrl.envs.factory import episode_stats
 from colonyrl.envs.snapshot import restore, snapshot
 from colonyrl.scheme.components import Components
@@ -59,6 +60,7 @@ class CWorker:
         # With next-step autoreset, the step after an episode end only resets that sub-env: its
         # transition is not real and is marked invalid (gymnasium 1.x autoreset docs; platform.md §7).
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
+        self._reset_policy_state()
         self.version = -1
         # Preemption (DESIGN: Coordination): request_stop(r) arrives on Ray's "control" concurrency
         # group while collect(round r) runs in the default group, and is read once per env step.
@@ -70,6 +72,12 @@ class CWorker:
         self.compressor = compressor if compressor is not None and compressor.active else None
 
     # -- weights -----------------------------------------------------------------------------
+    def _reset_policy_state(self) -> None:
+        """A stateful policy's state (agents/base.py ``StatefulPolicy``; None: stateless) and where
+        the next observation starts an episode: every sub-env at first."""
+        self.policy_state = initial_state(self.policy, self.num_envs)
+        self.episode_start = np.ones(self.num_envs, dtype=bool)
+
     def _build_storage(self) -> Any:
         return self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs,
                                              self.policy.extras)
@@ -92,6 +100,9 @@ class CWorker:
         start = time.perf_counter()
         policy, env, storage = self.policy, self.env, self.storage
         obs, prev_done = self.obs, self.prev_done
+        # A stateful policy's state goes on across rollouts; it is reset where an episode starts:
+        # on the step after an autoreset step, whose observation is the new episode's first.
+        state, episode_start = self.policy_state, self.episode_start
         finished: list[EpisodeStats] = []
         min_steps = max(1, int(np.ceil(min_fraction * storage.config.num_steps)))
         preempted = False
@@ -99,7 +110,11 @@ class CWorker:
             if t >= min_steps and self._stop_round >= round_id >= 0:
                 preempted = True
                 break
-            out = policy.act(obs)
+            if state is None:
+                out = policy.act(obs)
+            else:
+                out = policy.act(obs, state=state, episode_start=episode_start)
+                state, episode_start = out.state, prev_done  # an autoreset step now: a reset observation next
             next_obs, reward, terminated, truncated, info = env.step(out.env_action)
             storage.insert(obs, out.action, reward, terminated, truncated, ~prev_done, out.extras)
             prev_done = terminated | truncated
@@ -108,8 +123,11 @@ class CWorker:
             obs = next_obs
         # The observation after the last step (the last transition's next observation) and the
         # extras the policy bootstraps from it (PPO: V(obs), also when truncated).
-        storage.finish(obs, policy.bootstrap(obs))
+        bootstrap = policy.bootstrap(obs) if state is None else policy.bootstrap(obs, state=state,
+                                                                                   episode_start=episode_start)
+        storage.finish(obs, bootstrap)
         self.obs, self.prev_done = obs, prev_done
+        self.policy_state, self.episode_start = state, episode_start
         rollout = self._rollout(storage.get_data(), EpisodeStats.concat(finished), time.perf_counter() - start)
         rollout.info["preempted"] = float(preempted)
         return rollout
@@ -145,6 +163,7 @@ class CWorker:
             self.env, self.obs = self.components.env.make(seed=self.components.seed, worker_index=self.index)
             self.num_envs = self.env.num_envs
             self.prev_done = np.zeros(self.num_envs, dtype=bool)
+            self._reset_policy_state()  # new episodes everywhere
             self.storage = self._build_storage()
         elif kind == "storage":
             self.storage = self._build_storage()
@@ -155,6 +174,9 @@ class CWorker:
         return {"name": self.name, "obs": torch.from_numpy(np.array(self.obs)), "prev_done": torch.from_numpy(
                 self.prev_done.copy()), "env": snapshot(self.env), "torch_rng": torch.get_rng_state(),
                 "policy": self.policy.state_dict(),
+                # a stateful policy's state (e.g. an LSTM's h and c), carried across rollouts
+                "policy_state": None if self.policy_state is None else torch.from_numpy(np.array(self.policy_state)),
+                "episode_start": torch.from_numpy(self.episode_start.copy()),
                 "storage": None if self.storage.on_policy else self.storage.state_dict()}
 
     def set_state(self, state: dict[str, Any]) -> str:
@@ -166,6 +188,11 @@ class CWorker:
         self.prev_done = state["prev_done"].numpy().copy()
         torch.set_rng_state(state["torch_rng"])  # the action sampling stream
         self.policy.load_state_dict(state.get("policy", {}))  # exploration state (noise, ...)
+        self._reset_policy_state()
+        if state.get("policy_state") is not None and self.policy_state is not None:
+            self.policy_state = state["policy_state"].numpy().copy()
+        if state.get("episode_start") is not None:
+            self.episode_start = state["episode_start"].numpy().copy()
         if state.get("storage") is not None:  # a replay memory's CWorker side: its step counter
             self.storage.load_state_dict(state["storage"])
         return self.name

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from colonyrl.agents.base import num_samples as batch_num_samples
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, UpdateResult, Weights
 from colonyrl.scheme.runtime import init_process
@@ -129,7 +130,7 @@ class GWorker:
             grads = result.grads
             info.update(result.info)
             info["grad_time_s"] = time.perf_counter() - start
-            num_samples = int(batch.obs.shape[0])
+            num_samples = batch_num_samples(batch)  # time-major batches: their valid steps
         update = None
         if self.allreduce is not None:  # decentralized: average with the others, apply here
             update, grads = self._apply_allreduced(grads, num_samples, info), None

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from colonyrl.agents.base import EndsRounds
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
 from colonyrl.scheme.strategies import GradientStrategy, UpdateStrategy
@@ -72,6 +73,12 @@ class Change(NamedTuple):
     workers: tuple[str, ...]
 
 
+#: Runtime changes the Learner keeps in memory (the newest); a linear schedule makes one per update,
+#: so a run of days would otherwise grow without bound. ``train()`` streams every change to MLflow
+#: and to ``changes.log`` as it happens (``changes_since``).
+MAX_KEPT_CHANGES = 1000
+
+
 class Learner:
     """Gathers gradients from the GWorkerSet, applies them, broadcasts versioned weights."""
 
@@ -81,7 +88,8 @@ class Learner:
         self.algo, self.gworkers = algo, gworkers
         self.components = components
         self.worker_names = tuple(worker_names)
-        self.changes: list[Change] = []
+        self.changes: list[Change] = []  # the newest MAX_KEPT_CHANGES of them
+        self.num_changes = 0  # every change since this Learner was built
         self.max_nonfinite_in_a_row = max_nonfinite_in_a_row
         self._nonfinite_streak = 0
         self.gradients, self.update = gradients, update
@@ -94,16 +102,23 @@ class Learner:
         self.metrics = Metrics()
         self._round_env_steps: dict[str, int] = {}  # per GWorker: env steps of its round in progress
         self._weights: Weights | None = None
+        # The algorithm's round-end hook (agents/base.py ``EndsRounds``), if it has one, and what
+        # the round in progress measured so far: its minibatches' info, the GWorkers done with it.
+        self._round_hook = algo.end_round if isinstance(algo, EndsRounds) else None
+        self._round_metrics = Metrics()
+        self._rounds_done: set[str] = set()
         self.broadcast()
         self._window_start = time.perf_counter()
         self._window_steps = 0
 
     # -- the three verbs ---------------------------------------------------------------------------
     def step(self, collect: bool = True) -> dict[str, float]:
-        """One update. ``collect=False`` starts no new collection round (see :meth:`finish_round`)."""
+        """One update (then, if a round ended, the algorithm's round-end changes). ``collect=False``
+        starts no new collection round (see :meth:`finish_round`)."""
         packets = self.gather(collect)
         info = self.apply(packets)
         self.broadcast()
+        self.end_round(packets)
         return info
 
     def finish_round(self) -> int:
@@ -160,6 +175,24 @@ class Learner:
         self.metrics.add(info)
         return info
 
+    def end_round(self, packets: Sequence[GradientPacket]) -> None:
+        """Once every GWorker has used up a round since the last time, hand the algorithm the mean
+        of each info key over those rounds' minibatches (its ``end_round`` hook) and apply the
+        parameter changes it returns as runtime changes: the path of ``update_algorithm_parameter``,
+        so every worker that uses one gets it, acknowledges it, and checkpoints keep it."""
+        if self._round_hook is None:
+            return
+        for p in packets:
+            if p.num_samples:  # a minibatch of the round (an idle GWorker's packet has none)
+                self._round_metrics.add(p.info)
+            if p.round_done:
+                self._rounds_done.add(p.worker)
+        if not self._rounds_done.issuperset(self.gworkers.names):
+            return
+        self._rounds_done.clear()
+        for name, value in self._round_hook(self._round_metrics.pop()[0]).items():
+            self._update_parameter("algo", name, value)
+
     def broadcast(self) -> None:
         """Publish the weights of the current version to the GWorkers.
 
@@ -199,6 +232,7 @@ class Learner:
         self.version, self.env_steps, self.num_updates, self.num_episodes = (
             c["version"], c["env_steps"], c["updates"], c["episodes"])
         self.totals.update(state["totals"])
+        self._round_metrics, self._rounds_done = Metrics(), set()  # a checkpoint is taken between rounds
         self._weights = None
         self.broadcast()
         self.update.push_state(self.algo, self.gworkers, self.version)
@@ -265,7 +299,15 @@ class Learner:
     def _record(self, kind: str, name: str, value: Any, acks: tuple[str, ...]) -> Change:
         change = Change(kind, name, value, self.env_steps, self.version, acks)
         self.changes.append(change)
+        self.num_changes += 1
+        if len(self.changes) > 2 * MAX_KEPT_CHANGES:  # trimmed in blocks: amortized O(1) per change
+            del self.changes[:-MAX_KEPT_CHANGES]
         return change
+
+    def changes_since(self, count: int) -> list[Change]:
+        """The changes made after the first ``count`` (of ``num_changes``) that are still kept."""
+        new = self.num_changes - count
+        return self.changes[len(self.changes) - min(new, len(self.changes)):] if new > 0 else []
 
     # -- reporting ---------------------------------------------------------------------------------
     def pop_metrics(self) -> dict[str, float]:

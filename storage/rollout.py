@@ -4,12 +4,17 @@ Data path (see ``colonyrl.scheme``): ``CWorker.collect`` calls :meth:`RolloutSto
 vector-env step, then :meth:`~RolloutStorage.finish` and :meth:`~RolloutStorage.get_data` (a dict of
 numpy arrays in the layout of ``storage/layout.py``, time-major ``[T, N, ...]``, with PPO's extras
 ``logp`` and ``values``). The GWorker calls :meth:`~RolloutStorage.add_data` for every rollout it
-receives, :meth:`~RolloutStorage.before_gradients` (GAE, drop invalid autoreset steps, flatten to
-``[B, ...]`` torch tensors) and iterates :meth:`~RolloutStorage.batches` (an ``EpochPlan``).
+receives, :meth:`~RolloutStorage.before_gradients` (GAE and its statistics) and iterates
+:meth:`~RolloutStorage.batches`, which builds what the plan needs once per round: for an
+``EpochPlan`` flat shuffled :class:`Minibatch` es of ``[B, ...]`` tensors without the invalid
+autoreset steps, for a ``SequencePlan`` time-major :class:`SequenceBatch` es of whole env columns
+(V-trace, recurrent policies), never shuffled across time.
 
 Models: SB3 ``stable_baselines3/common/buffers.py::RolloutBuffer`` (``RolloutBufferSamples`` NamedTuple,
-``get(batch_size)``), CleanRL ``ppo.py`` (one ``randperm`` per epoch); the storage holds no reference
-to the actor or the algorithm.
+``get(batch_size)``), CleanRL ``ppo.py`` (one ``randperm`` per epoch); for sequences RLlib's
+time-major IMPALA batches and Sample Factory's ``recurrence`` chunks
+(``sample_factory/algo/learning/learner.py::_get_minibatches``). The storage holds no reference to
+the actor or the algorithm.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from colonyrl.agents.base import EpochPlan, GradientResult
+from colonyrl.agents.base import EpochPlan, GradientResult, SequencePlan
 from colonyrl.config import Config, ConfigError, param
 from colonyrl.storage.gae import generalized_advantage_estimate
-from colonyrl.storage.layout import RolloutBuffer, check_rollout, make_layout
+from colonyrl.storage.layout import BASE_KEYS, RolloutBuffer, check_rollout, make_layout
 
-__all__ = ["RolloutConfig", "RolloutStorage", "Minibatch", "Moments"]
+__all__ = ["RolloutConfig", "RolloutStorage", "Minibatch", "SequenceBatch", "Moments"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +75,43 @@ class Minibatch(NamedTuple):
         return self[:6]
 
 
+class SequenceBatch(NamedTuple):
+    """C sequences of L consecutive steps, time-major, torch tensors on the CPU (``SequencePlan``).
+
+    Each column is one env's steps in time order (a whole rollout, or a chunk of
+    ``sequence_length`` steps); a column shorter than L is padded at its end with invalid steps
+    (``valid`` False, zero rewards, never an episode end) whose observations repeat its last real
+    one, so ``obs[L]`` of a column holds its real next observation wherever it ends. Autoreset
+    steps stay in place (``valid`` False): they are not transitions.
+    """
+
+    obs: torch.Tensor  # [L+1, C, *obs_shape]: obs[t+1] is step t's next observation
+    actions: torch.Tensor  # [L, C] int64 (Discrete) or [L, C, *act_shape] float32 (Box)
+    rewards: torch.Tensor  # [L, C] float32
+    terminated: torch.Tensor  # [L, C] bool
+    truncated: torch.Tensor  # [L, C] bool
+    valid: torch.Tensor  # [L, C] bool: False for autoreset steps and padding
+    logp_old: torch.Tensor  # [L, C] float32, log-prob under the collecting (behaviour) policy
+    values_old: torch.Tensor  # [L+1, C] float32, V(obs) under the collecting policy
+    advantages: torch.Tensor  # [L, C] float32, GAE with the collecting policy's values (0 where invalid)
+    returns: torch.Tensor  # [L, C] float32, advantages + values_old[:L]
+    #: Valid steps in the batch: what its gradients are weighted by (agents/base.py ``num_samples``).
+    num_samples: int
+    #: The storage's discount factor (its ``gamma`` at :meth:`RolloutStorage.before_gradients`), for
+    #: targets an algorithm computes with its current networks (V-trace): one gamma for GAE and them.
+    gamma: float
+    #: (mean, std) of the round's GAE advantages, as :attr:`Minibatch.advantage_stats`.
+    advantage_stats: tuple[float, float] | None = None
+    #: The policy's other declared extras, name -> ``[L, C, *shape]``, cut into columns as the
+    #: steps (zeros as padding): a recurrent policy's per-step ``state`` and ``episode_start``, so
+    #: each column starts from the state its CWorker had at its first step (agents/recurrent.py).
+    extras: dict[str, torch.Tensor] | None = None
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The tensor fields, in field order (not ``extras``)."""
+        return self[:10]
+
+
 class Moments(NamedTuple):
     """Count, mean and sum of squared deviations of a sample, mergeable exactly (Chan et al. 1979,
     "Updating formulae and a pairwise algorithm for computing sample variances"): the statistics
@@ -109,10 +151,6 @@ class Moments(NamedTuple):
 #: PPO's extras (agents/ppo.py ``PPOPolicy.extras``): the default when none are given.
 _PPO_EXTRAS = {"logp": ((), "float32", False), "values": ((), "float32", True)}
 
-#: Which rollout array each Minibatch field is gathered from (for its trailing shape and dtype).
-_SOURCE = {"obs": "obs", "actions": "actions", "logp_old": "logp", "advantages": "values",
-           "returns": "values", "values_old": "values"}
-
 
 def _gather(arrays: list[np.ndarray], masks: list[np.ndarray], trailing: tuple[int, ...],
             dtype: np.dtype) -> np.ndarray:
@@ -143,7 +181,8 @@ def _explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
 
 
 class RolloutStorage:
-    """Preallocated ``[T, N, ...]`` numpy buffers (CWorker side) and a flat ``[B, ...]`` batch (GWorker side).
+    """Preallocated ``[T, N, ...]`` numpy buffers (CWorker side); flat ``[B, ...]`` or time-major
+    ``[L, C, ...]`` batches (GWorker side).
 
     Build it with :meth:`RolloutConfig.build`. ``config`` holds the current :class:`RolloutConfig`.
     """
@@ -167,8 +206,12 @@ class RolloutStorage:
         self._buffer = RolloutBuffer(self.layout, config.num_steps, num_envs)
         self._rollouts: list[dict[str, np.ndarray]] = []
         self._num_samples = 0
-        self._batch: Minibatch | None = None
+        self._gae: list[tuple[np.ndarray, np.ndarray]] | None = None  # per rollout, by before_gradients
+        self._scalars: dict[str, np.ndarray] = {}  # flat advantages, returns, values_old of the valid steps
+        self._batch: Minibatch | None = None  # built on first use (EpochPlan)
+        self._sequences: tuple[int | None, SequenceBatch] | None = None  # (sequence_length, batch), on first use
         self._moments = Moments(0, 0.0, 0.0)
+        self._gamma = config.gamma  # the gamma of the last before_gradients
 
     # ------------------------------------------------------------------ CWorker side
     @property
@@ -208,29 +251,29 @@ class RolloutStorage:
         check_rollout(self.layout, data)
         self._rollouts.append({key: data[key] for key in self.layout})
         self._num_samples += int(np.count_nonzero(data["valid"]))
-        self._batch = None  # the batch no longer covers all data
+        self._unprepare()  # the batches no longer cover all data
 
     def before_gradients(self) -> dict[str, float]:
-        """GAE per rollout with the current gamma/gae_lambda, drop invalid steps, flatten to ``[B, ...]`` tensors.
+        """GAE per rollout with the current gamma/gae_lambda, and its statistics over the valid steps.
 
+        The batches themselves are built when the plan asks for them (:meth:`batches`): flat ``[B, ...]``
+        tensors without the invalid steps, or time-major sequences.
         Returns ``{"num_samples", "explained_variance", "value_mean", "advantage_mean"}``.
         """
         gamma, lam = self.config.gamma, self.config.gae_lambda
-        columns: dict[str, list[np.ndarray]] = {field: [] for field in _SOURCE}
-        for data in self._rollouts:
-            advantages, returns = generalized_advantage_estimate(
-                data["rewards"], data["values"], data["terminated"], data["truncated"], data["valid"],
-                gamma, lam)
-            for field, array in (("obs", data["obs"][:-1]), ("actions", data["actions"]), ("logp_old", data["logp"]),
-                                 ("advantages", advantages), ("returns", returns),
-                                 ("values_old", data["values"][:-1])):
-                columns[field].append(array)
+        self._unprepare()
+        self._gamma = gamma
+        self._gae = [generalized_advantage_estimate(data["rewards"], data["values"], data["terminated"],
+                                                    data["truncated"], data["valid"], gamma, lam)
+                     for data in self._rollouts]
         masks = [data["valid"] for data in self._rollouts]
-        arrays = {field: _gather(columns[field], masks, *self.layout[_SOURCE[field]][:2]) for field in columns}
-        # _gather returns fresh writable arrays, so torch.from_numpy shares them without a copy or warning.
-        self._batch = Minibatch(**{field: torch.from_numpy(array) for field, array in arrays.items()})
-        self._moments = Moments.of(arrays["advantages"])
-        return self._info(arrays)
+        f32 = np.dtype(np.float32)
+        self._scalars = {
+            "advantages": _gather([adv for adv, _ in self._gae], masks, (), f32),
+            "returns": _gather([ret for _, ret in self._gae], masks, (), f32),
+            "values_old": _gather([data["values"][:-1] for data in self._rollouts], masks, (), f32)}
+        self._moments = Moments.of(self._scalars["advantages"])
+        return self._info(self._scalars)
 
     @property
     def advantage_moments(self) -> Moments:
@@ -247,14 +290,19 @@ class RolloutStorage:
                 "value_mean": float("nan") if empty else float(np.mean(values, dtype=np.float64)),
                 "advantage_mean": float("nan") if empty else float(np.mean(advantages, dtype=np.float64))}
 
-    def batches(self, plan: EpochPlan, generator: torch.Generator | None = None,
-                advantage_moments: Moments | None = None) -> Iterator[Minibatch]:
-        """The round's minibatches for an on-policy ``plan`` (:meth:`generate_batches`)."""
+    def batches(self, plan: EpochPlan | SequencePlan, generator: torch.Generator | None = None,
+                advantage_moments: Moments | None = None) -> Iterator[Minibatch] | Iterator[SequenceBatch]:
+        """The round's batches for an on-policy ``plan``: :meth:`generate_batches` (``EpochPlan``) or
+        :meth:`generate_sequences` (``SequencePlan``)."""
+        if isinstance(plan, SequencePlan):
+            return self.generate_sequences(plan.num_epochs, plan.minibatch_size, plan.sequence_length, generator,
+                                           advantage_moments)
         if not isinstance(plan, EpochPlan):
-            raise TypeError(f"rollout storage takes an EpochPlan (epochs x minibatches), got {plan!r}")
+            raise TypeError(f"rollout storage takes an EpochPlan (epochs x minibatches) or a SequencePlan "
+                            f"(epochs x time-major batches), got {plan!r}")
         return self.generate_batches(plan.num_epochs, plan.minibatch_size, generator, advantage_moments)
 
-    def after_gradients(self, batch: Minibatch, result: GradientResult) -> None:
+    def after_gradients(self, batch: Minibatch | SequenceBatch, result: GradientResult) -> None:
         """Nothing to update (a replay memory updates priorities here)."""
 
     def start_round(self) -> None:
@@ -272,24 +320,113 @@ class RolloutStorage:
         is used exactly once per epoch even when B, which varies because invalid steps are dropped, is
         not a multiple of ``minibatch_size``. Nothing is yielded when B == 0.
         """
-        if self._batch is None:
-            raise RuntimeError("call before_gradients() after the last add_data()")
+        batch = self._flat_batch()
         if num_epochs < 0 or minibatch_size < 1:
             raise ValueError(f"need num_epochs >= 0 and minibatch_size >= 1, got {num_epochs}, {minibatch_size}")
-        size = len(self._batch.returns)
+        size = len(batch.returns)
         if size == 0:
             return
         num_minibatches = max(1, round(size / minibatch_size))
-        moments = advantage_moments if advantage_moments is not None else self._moments
-        stats = (moments.mean, moments.std)
-        tensors = self._batch.tensors()
+        stats = self._stats(advantage_moments)
+        tensors = batch.tensors()
         for _ in range(num_epochs):
             for indices in torch.tensor_split(torch.randperm(size, generator=generator), num_minibatches):
                 yield Minibatch(*(tensor[indices] for tensor in tensors), advantage_stats=stats)
 
+    def generate_sequences(self, num_epochs: int, minibatch_size: int, sequence_length: int | None = None,
+                           generator: torch.Generator | None = None,
+                           advantage_moments: Moments | None = None) -> Iterator[SequenceBatch]:
+        """Yield time-major batches of whole columns: per epoch a fresh permutation of the C columns
+        (never of the time axis) split into ``max(1, round(C x L / minibatch_size))`` groups (at most C).
+
+        The columns are each rollout's envs (L = the longest rollout of the round), or with
+        ``sequence_length`` each env's chunks of that many steps; shorter columns are padded with
+        invalid steps (:class:`SequenceBatch`). Batches without a valid step are skipped; nothing
+        is yielded for an empty round.
+        """
+        if num_epochs < 0 or minibatch_size < 1 or (sequence_length is not None and sequence_length < 1):
+            raise ValueError(f"need num_epochs >= 0, minibatch_size >= 1 and sequence_length None or >= 1, "
+                             f"got {num_epochs}, {minibatch_size}, {sequence_length}")
+        batch = self._sequence_batch(sequence_length)
+        length, columns = batch.rewards.shape[:2]
+        if batch.num_samples == 0:
+            return
+        num_batches = min(columns, max(1, round(columns * length / minibatch_size)))
+        stats = self._stats(advantage_moments)
+        tensors = batch.tensors()
+        for _ in range(num_epochs):
+            for indices in torch.tensor_split(torch.randperm(columns, generator=generator), num_batches):
+                count = int(torch.count_nonzero(batch.valid[:, indices]))
+                if count:
+                    yield SequenceBatch(*(tensor[:, indices] for tensor in tensors), num_samples=count,
+                                        gamma=batch.gamma, advantage_stats=stats,
+                                        extras={k: v[:, indices] for k, v in (batch.extras or {}).items()})
+
+    def _stats(self, advantage_moments: Moments | None) -> tuple[float, float]:
+        moments = advantage_moments if advantage_moments is not None else self._moments
+        return moments.mean, moments.std
+
+    def _flat_batch(self) -> Minibatch:
+        """The valid steps of every rollout as one flat ``[B, ...]`` batch (built once per round)."""
+        if self._gae is None:
+            raise RuntimeError("call before_gradients() after the last add_data()")
+        if self._batch is None:
+            masks = [data["valid"] for data in self._rollouts]
+            arrays = {field: _gather([data[key][:len(data["valid"])] for data in self._rollouts], masks,
+                                     *self.layout[key][:2])
+                      for field, key in (("obs", "obs"), ("actions", "actions"), ("logp_old", "logp"))}
+            # _gather returns fresh writable arrays: torch.from_numpy shares them without a copy or warning.
+            self._batch = Minibatch(**{field: torch.from_numpy(array)
+                                       for field, array in {**arrays, **self._scalars}.items()})
+        return self._batch
+
+    def _sequence_batch(self, sequence_length: int | None) -> SequenceBatch:
+        """Every rollout's columns (or chunks of ``sequence_length`` steps) side by side, time-major,
+        padded to one length L with invalid steps (built once per round and length)."""
+        if self._gae is None:
+            raise RuntimeError("call before_gradients() after the last add_data()")
+        if self._sequences is not None and self._sequences[0] == sequence_length:
+            return self._sequences[1]
+        steps = [len(data["valid"]) for data in self._rollouts]
+        length = sequence_length or max(1, *steps)  # 1 for a round without steps (nothing is yielded)
+        # (rollout, first step, steps) of every chunk; each chunk is N_i columns
+        chunks = [(i, start, min(length, t - start)) for i, t in enumerate(steps) for start in range(0, t, length)]
+        columns = sum(self._rollouts[i]["valid"].shape[1] for i, _, _ in chunks)
+        fields = {"obs": "obs", "actions": "actions", "rewards": "rewards", "terminated": "terminated",
+                  "truncated": "truncated", "valid": "valid", "logp_old": "logp", "values_old": "values",
+                  "advantages": None, "returns": None}
+        # the other extras the policy declared (e.g. a recurrent policy's state), under their own names
+        other = [key for key in self.layout if key not in BASE_KEYS and key not in ("logp", "values")]
+        fields.update({key: key for key in other})
+        out = {}
+        for field, key in fields.items():
+            trailing, dtype, extra = self.layout[key] if key is not None else ((), np.dtype(np.float32), 0)
+            out[field] = np.zeros((length + extra, columns, *trailing), dtype=dtype)  # padding: zeros, False
+        col = 0
+        for i, start, n in chunks:
+            data, (advantages, returns) = self._rollouts[i], self._gae[i]
+            cols = slice(col, col + data["valid"].shape[1])
+            for field, key in fields.items():
+                source = {"advantages": advantages, "returns": returns}[field] if key is None else data[key]
+                rows = n + (1 if field in ("obs", "values_old") else 0)  # T+1-row arrays: their next row too
+                out[field][:rows, cols] = source[start:start + rows]
+                if field in ("obs", "values_old"):  # padding repeats the last real next observation
+                    out[field][rows:, cols] = source[start + rows - 1]
+            col = cols.stop
+        tensors = {field: torch.from_numpy(array) for field, array in out.items()}
+        extras = {key: tensors.pop(key) for key in other}
+        batch = SequenceBatch(**tensors, num_samples=int(np.count_nonzero(out["valid"])), gamma=self._gamma,
+                              extras=extras)
+        self._sequences = (sequence_length, batch)
+        return batch
+
+    def _unprepare(self) -> None:
+        self._gae, self._scalars, self._batch, self._sequences = None, {}, None, None
+
     def clear(self) -> None:
         """Drop the GWorker-side rollouts and batch (the CWorker-side buffers are untouched)."""
-        self._rollouts, self._num_samples, self._batch = [], 0, None
+        self._rollouts, self._num_samples = [], 0
+        self._unprepare()
         self._moments = Moments(0, 0.0, 0.0)
 
     def update_parameter(self, name: str, value: Any) -> None:

@@ -11,7 +11,17 @@ import pytest
 import torch
 import torch.distributions as D
 
-from colonyrl.agents import PPO, ActorCriticConfig, Algorithm, PPOConfig, policy_loss, ppo_loss, value_loss
+from colonyrl.agents import (
+    PPO,
+    ActorCriticConfig,
+    Algorithm,
+    PPOConfig,
+    adaptive_kl_coef,
+    kl_penalty,
+    policy_loss,
+    ppo_loss,
+    value_loss,
+)
 from colonyrl.config import ConfigError
 
 CARTPOLE = (gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
@@ -261,4 +271,92 @@ def test_config_validation() -> None:
         PPOConfig(max_grad_norm=-1.0)
     assert set(PPOConfig.runtime_parameters()) == {
         "lr", "num_epochs", "minibatch_size", "clip_range", "clip_range_vf", "ent_coef", "vf_coef",
-        "max_grad_norm", "target_kl"}
+        "max_grad_norm", "target_kl", "kl_coef", "kl_target"}
+
+
+# -- the adaptive KL penalty (paper §4) ----------------------------------------------------------
+@pytest.mark.parametrize(("kl", "expected"), [
+    (0.001, 0.5),  # below d_targ / 1.5: halve
+    (0.01 / 1.5, 1.0),  # on the lower edge: keep
+    (0.01, 1.0),
+    (0.01 * 1.5, 1.0),  # on the upper edge: keep
+    (0.02, 2.0),  # above 1.5 d_targ: double
+    (float("nan"), 1.0),  # nothing measured: keep
+])
+def test_adaptive_kl_coef_halves_doubles_or_keeps(kl: float, expected: float) -> None:
+    assert adaptive_kl_coef(1.0, kl, 0.01) == expected
+
+
+def test_adaptive_kl_coef_scales_any_beta() -> None:
+    assert adaptive_kl_coef(0.3, 0.5, 0.01) == 0.6 and adaptive_kl_coef(0.3, 0.0, 0.01) == 0.15
+    assert adaptive_kl_coef(0.3, 0.0151, 0.01) == 0.6 and adaptive_kl_coef(0.3, 0.0066, 0.01) == 0.15
+
+
+def test_kl_penalty_by_hand() -> None:
+    # ratios 2 and 1/2: (2 - 1 - ln 2 + 1/2 - 1 + ln 2) / 2 = 0.25
+    logp_old = torch.tensor([-1.0, -1.0])
+    logp = logp_old + torch.tensor([math.log(2.0), -math.log(2.0)])
+    assert kl_penalty(logp, logp_old).item() == pytest.approx(0.25, rel=1e-6)
+    assert kl_penalty(logp_old, logp_old).item() == 0.0
+
+
+def test_unclipped_surrogate_by_hand() -> None:
+    ratio = np.array([1.5, 0.5, 1.1])
+    adv = np.array([1.0, -2.0, 0.5])
+    logp_old = np.array([-0.1, -1.0, -2.0])
+    loss, clipfrac, kl = policy_loss(*(torch.tensor(x) for x in (logp_old + np.log(ratio), logp_old, adv)), None)
+    assert loss.item() == pytest.approx(-(1.5 - 1.0 + 0.55) / 3) and clipfrac.item() == 0.0
+    assert kl.item() == pytest.approx(np.mean([(r - 1) - math.log(r) for r in ratio]))
+
+
+def test_ppo_loss_adds_beta_times_the_kl_and_its_gradient_is_zero_on_policy() -> None:
+    algo = _algo(normalize_advantage=False)
+    b = _batch(algo)
+    dist, _ = algo.actor.distribution(b.obs)
+    logp = dist.log_prob(b.actions).detach()
+    with_kl = ppo_loss(algo.actor, b, algo.config.replace(kl_coef=0.5, clip_range=None)).total
+    without = ppo_loss(algo.actor, b, algo.config.replace(clip_range=None)).total
+    assert (with_kl - without).item() == pytest.approx(0.5 * kl_penalty(logp, b.logp_old).item(), rel=1e-5)
+    # At the collecting policy (ratio 1) the penalty's gradient vanishes, as the exact KL's does.
+    on_policy = b._replace(logp_old=logp)
+    grads = [torch.autograd.grad(ppo_loss(algo.actor, on_policy, algo.config.replace(kl_coef=c)).total,
+                                 algo.parameters()) for c in (0.0, 3.0)]
+    for g0, g3 in zip(*grads, strict=True):
+        torch.testing.assert_close(g0, g3)
+
+
+def test_end_round_adapts_kl_coef_to_the_rounds_mean_kl() -> None:
+    algo = _algo(kl_coef=1.0, kl_target=0.01)
+    assert algo.end_round({"approx_kl": 0.05, "value_loss": 3.0}) == {"kl_coef": 2.0}
+    assert algo.end_round({"approx_kl": 0.001}) == {"kl_coef": 0.5}
+    assert algo.end_round({"approx_kl": 0.01}) == {} and algo.end_round({}) == {}
+    assert _algo(kl_coef=1.0).end_round({"approx_kl": 0.05}) == {}  # no kl_target: beta stays as set
+    algo.update_parameter("kl_coef", 2.0)  # the Learner applies the change as a runtime parameter
+    assert algo.config.kl_coef == 2.0 and algo.end_round({"approx_kl": 0.05}) == {"kl_coef": 4.0}
+
+
+def test_kl_config_validation() -> None:
+    with pytest.raises(ConfigError, match="PPOConfig.kl_coef"):
+        PPOConfig(kl_target=0.01)  # beta 0 would stay 0
+    algo = _algo(kl_coef=1.0, kl_target=0.01)
+    with pytest.raises(ConfigError, match="PPOConfig.kl_coef"):
+        algo.update_parameter("kl_coef", 0.0)
+    with pytest.raises(ConfigError, match="PPOConfig.kl_target"):
+        PPOConfig(kl_coef=1.0, kl_target=0.0)
+    algo.update_parameter("clip_range", None)  # clipping off at runtime: the penalty alone
+    assert algo.config.clip_range is None and algo.compute_gradients(_batch(algo)).grads is not None
+
+
+@pytest.mark.slow
+def test_adaptive_kl_ppo_learns_cartpole_within_100k_steps(tmp_path) -> None:
+    """The ppo-kl-cartpole preset (the penalty without clipping): >= 475 on the independent final
+    evaluation within 100k env steps."""
+    from colonyrl.launch.presets import preset
+    from colonyrl.launch.train import train
+
+    cfg = preset("ppo-kl-cartpole")
+    run = cfg.run.replace(total_env_steps=100_000, track=False, progress=False, output_dir=str(tmp_path / "runs"),
+                          checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every_min=None)
+    result = train(cfg.replace(run=run))
+    assert result.counters["env_steps"] <= 100_000 + cfg.env_steps_per_round
+    assert result.evaluation.mean >= 475.0, result.evaluations

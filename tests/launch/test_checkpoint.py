@@ -228,3 +228,23 @@ def test_runtime_changes_survive_a_checkpoint_and_resume(tmp_path: Path) -> None
     resumed, _ = _resolve_resume(CFG.replace(run=CFG.run.replace(resume=str(path))))
     assert resumed.test_env == short_test_env and resumed.components().evaluation_env() == short_test_env
     assert resumed.storage.num_steps == 8 and resumed.algo.lr == 1e-4
+
+
+def test_the_adaptive_kl_coef_is_checkpointed_and_a_resume_is_bit_identical(tmp_path: Path) -> None:
+    """ppo-kl-cartpole: beta changes after rounds (a runtime change, from the algorithm's round-end
+    hook); the checkpoint's config and algorithm state hold the current beta, and 512 + resume to
+    1024 equals 1024 straight, beta included."""
+    kl = preset("ppo-kl-cartpole")
+    straight = train(kl.replace(run=_run(tmp_path, "straight", total_env_steps=1024)))
+    train(kl.replace(run=_run(tmp_path, "split", total_env_steps=512)))
+    half = _newest(tmp_path / "split" / "ckpt")
+    assert half["config"]["algo"]["kl_coef"] == half["learner"]["algo"]["config"]["kl_coef"] != kl.algo.kl_coef
+    resumed = train(kl.replace(run=_run(tmp_path, "split", total_env_steps=1024,
+                                        resume=str(next((tmp_path / "split" / "ckpt").iterdir())))))
+    assert resumed.counters == straight.counters
+    a = _newest(tmp_path / "straight" / "ckpt")
+    b = _newest(tmp_path / "split" / "ckpt")
+    assert a["config"]["algo"] == b["config"]["algo"] and a["learner"]["algo"]["config"] == b["learner"]["algo"]["config"]
+    assert a["config"]["algo"]["kl_coef"] == a["learner"]["algo"]["config"]["kl_coef"]
+    _assert_same_algo_state(a["learner"]["algo"], b["learner"]["algo"])
+    np.testing.assert_array_equal(resumed.evaluation.returns, straight.evaluation.returns)

@@ -114,10 +114,12 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
     assert out.returncode == 0
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
     assert set(lines) == {"ppo-cartpole", "ppo-cartpole-ray", "ppo-pendulum", "sac-pendulum", "sac-pendulum-ray",
-                          "td3-pendulum", "ddpg-pendulum", "dqn-cartpole"}
+                          "td3-pendulum", "ddpg-pendulum", "dqn-cartpole", "pg-cartpole", "a2c-cartpole", "ppo-kl-cartpole",
+                          "ppo-lstm-cartpole-novel", "impala-cartpole-ray", "appo-cartpole-ray"}
     assert "(default)" in lines["ppo-cartpole"]
     for name, line in lines.items():  # each with its algorithm and env
-        assert line.split()[1 + ("(default)" in line)] == name.split("-")[0], line
+        # the algorithm's name ends with the preset's first word ("recurrent-ppo" for "ppo-lstm-...")
+        assert line.split()[1 + ("(default)" in line)].split("-")[-1] == name.split("-")[0], line
     out = _colonyrl("train", "--help", cwd=tmp_path)
     assert out.returncode == 0
     for flag in ("--algo.lr", "--scheme.num-grad-workers", "--env.num-envs", "--tracking-uri", "--total-env-steps"):
@@ -137,6 +139,13 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
         pytest.param("dqn_cartpole", ["--algo.learning-starts", "900", "--storage.num-steps", "100"], id="dqn_cartpole"),
         pytest.param("sac_pendulum_ray", ["--algo.learning-starts", "900", "--scheme.object-store-mb", "200"],
                      id="sac_pendulum_ray", marks=pytest.mark.ray),
+        pytest.param("pg_cartpole", [], id="pg_cartpole"),
+        pytest.param("a2c_cartpole", [], id="a2c_cartpole"),
+        pytest.param("ppo_kl_cartpole", [], id="ppo_kl_cartpole"),
+        pytest.param("impala_cartpole_ray", ["--scheme.object-store-mb", "200"], id="impala_cartpole_ray",
+                     marks=pytest.mark.ray),
+        pytest.param("appo_cartpole_ray", ["--scheme.object-store-mb", "200"], id="appo_cartpole_ray",
+                     marks=pytest.mark.ray),
     ],
 )
 def test_launch_script_runs_end_to_end(script: str, extra: list[str], tmp_path: Path) -> None:

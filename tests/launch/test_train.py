@@ -51,3 +51,35 @@ def test_scheduled_changes_are_applied_and_tracked_with_env_step_and_version(tmp
     assert gamma[0].value == pytest.approx(0.9) and gamma[0].step >= 1500
     version = client.get_metric_history(result.run_id, "param_version/storage.gamma")
     assert version[0].value > 0
+
+
+def test_a_long_schedule_keeps_learner_memory_bounded_and_changes_log_complete(tmp_path, mlflow_uri,
+                                                                                 monkeypatch) -> None:
+    """A linear schedule makes a change whenever the env-step counter moves (here once per
+    1,024-step round): the Learner keeps only the newest ``MAX_KEPT_CHANGES`` (here 1), while MLflow
+    and ``changes.log`` still get every one of them."""
+    from colonyrl.scheme import learner as learner_module
+
+    monkeypatch.setattr(learner_module, "MAX_KEPT_CHANGES", 1)
+    kept: list[int] = []
+    step = learner_module.Learner.step
+
+    def step_and_count(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        kept.append(len(self.changes))
+        return out
+
+    monkeypatch.setattr(learner_module.Learner, "step", step_and_count)
+    cfg = TrainConfig(schedules=(Schedule(name="lr", points=((0, 1e-3), (4096, 0.0))),),
+                      run=RunConfig(total_env_steps=4096, eval_episodes=2, tracking_uri=mlflow_uri,
+                                    progress=False, output_dir=str(tmp_path)))
+    result = train(cfg)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    lr = client.get_metric_history(result.run_id, "param/algo.lr")
+    lines = (result.model_dir / "changes.log").read_text().splitlines()
+    assert len(lr) == len(lines) == 4  # at env steps 0, 1024, 2048, 3072 (4096 ends the run)
+    assert [line.split()[2] for line in lines] == ["algo.lr=0.001", "algo.lr=0.00075", "algo.lr=0.0005",
+                                                   "algo.lr=0.00025"]
+    assert max(kept) <= 2  # never more than 2 x MAX_KEPT_CHANGES in memory
+    local = client.download_artifacts(result.run_id, "changes.log", str(tmp_path / "dl"))
+    assert open(local).read().splitlines() == lines

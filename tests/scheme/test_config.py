@@ -74,3 +74,19 @@ def test_flat_dict_and_from_dict_round_trip_the_whole_train_config() -> None:
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     with pytest.raises(ConfigError, match="TrainConfig.bogus"):
         from_dict(TrainConfig, {"bogus": 1})
+
+
+def test_every_algorithm_config_round_trips_as_its_own_class() -> None:
+    """``from_dict`` picks an algorithm config by its exact field names (config.py ``_coerce``): two
+    algorithms with the same fields would load each other's checkpoints as the wrong one."""
+    from colonyrl.agents.networks import ActorCriticConfig
+    from colonyrl.launch.config import ALGORITHM_CONFIGS, STORAGE_CONFIGS
+
+    fields = [frozenset(f.name for f in dataclasses.fields(c)) for c in ALGORITHM_CONFIGS]
+    assert len(set(fields)) == len(fields)
+    for algo in ALGORITHM_CONFIGS:
+        storage = next(s for s in STORAGE_CONFIGS if s.kind == algo.storage_kind)
+        actor = ActorCriticConfig(recurrent="gru") if getattr(algo, "recurrent", False) else ActorCriticConfig()
+        cfg = TrainConfig(actor=actor, algo=algo(), storage=storage())
+        back = from_dict(TrainConfig, dataclasses.asdict(cfg))
+        assert type(back.algo) is algo and back == cfg

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ALGORITHM_MODULES = {"ppo", "sac", "sac_discrete", "td3", "ddpg", "dqn"}
+ALGORITHM_MODULES = {"ppo", "sac", "sac_discrete", "td3", "ddpg", "dqn", "pg", "a2c", "recurrent", "recurrent_ppo",
+                     "impala", "appo"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from colonyrl.agents.networks import ActorCriticConfig
-from colonyrl.agents.ppo import PPOConfig
+from colonyrl.agents.ppo import PPOConfig, adaptive_kl_coef
 from colonyrl.config import ConfigError
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.launch.evaluate import evaluate
@@ -299,3 +299,80 @@ def test_a_parameter_change_does_not_wait_for_rollouts_in_flight(ray_local) -> N
         assert elapsed < 0.5, f"the change waited {elapsed:.2f} s"
         learner.step()  # and training goes on with it
         assert [g["lr"] for g in learner.algo.optimizer.param_groups] == [2e-4]
+
+
+# -- the algorithm's round-end hook (agents/base.py ``EndsRounds``): PPO's adaptive KL coefficient ---
+def _kl_components(kl_target: float) -> Components:
+    """A round: 2 envs x 16 steps = 32 samples, 2 epochs of one minibatch = 2 updates per GWorker."""
+    return dataclasses.replace(COMPONENTS, algo=COMPONENTS.algo.replace(kl_coef=1.0, kl_target=kl_target))
+
+
+def _record_packets(learner: Any) -> list[Any]:
+    """Every packet the Learner gathers from now on (a spy around ``gather``)."""
+    seen: list[Any] = []
+    gather = learner.gather
+
+    def spy(collect: bool = True) -> list[Any]:
+        packets = gather(collect)
+        seen.extend(packets)
+        return packets
+
+    learner.gather = spy
+    return seen
+
+
+def _one_round(learner: Any) -> None:
+    learner.step()
+    while not learner.at_round_boundary():
+        learner.step()
+
+
+def _kl_coef_everywhere(learner: Any) -> set[float]:
+    """kl_coef of the Learner's algorithm, its components, its saved state, and every GWorker's."""
+    gworkers = [w for w in _every_worker(learner) if "." not in w["name"]]
+    return {learner.algo.config.kl_coef, learner.components.algo.kl_coef,
+            learner.state_dict(workers=False)["algo"]["config"]["kl_coef"], *(w["algo"].kl_coef for w in gworkers)}
+
+
+@pytest.mark.parametrize(("kl_target", "expected"), [(1e-8, [2.0, 4.0]), (10.0, [0.5, 0.25])])
+def test_the_round_end_hook_adapts_kl_coef_from_the_rounds_mean_kl_everywhere(kl_target: float,
+                                                                              expected: list[float]) -> None:
+    with Scheme(SchemeConfig(), _kl_components(kl_target)) as scheme:
+        learner = scheme.learner
+        packets = _record_packets(learner)
+        for round_, beta in enumerate(expected):
+            _one_round(learner)
+            kl = np.mean([p.info["approx_kl"] for p in packets if p.num_samples])  # the round's minibatches
+            packets.clear()
+            assert adaptive_kl_coef(expected[round_ - 1] if round_ else 1.0, kl, kl_target) == beta
+            assert _kl_coef_everywhere(learner) == {beta}
+        # one runtime change per round, recorded like any other (MLflow param/algo.kl_coef, changes.log)
+        assert [(c.kind, c.name, c.value, c.workers) for c in learner.changes] == [
+            ("algo", "kl_coef", beta, ("g0",)) for beta in expected]
+
+
+def test_no_round_end_change_without_kl_target() -> None:
+    with Scheme(SchemeConfig(), dataclasses.replace(COMPONENTS, algo=COMPONENTS.algo.replace(kl_coef=0.3))) as scheme:
+        for _ in range(4):
+            scheme.learner.step()
+        assert scheme.learner.changes == [] and scheme.learner.algo.config.kl_coef == 0.3
+
+
+@pytest.mark.ray
+def test_the_round_end_change_reaches_every_remote_gworker(ray_local) -> None:
+    """2 GWorkers, decentralized (each replica applies the updates; the Learner's copy is idle and
+    checkpoints save a replica's state): the KL is the mean over both GWorkers' minibatches of the
+    round, and the new beta is set once per round, on the Learner and on each replica. (Central
+    updates take the same path, ``Learner.update_algorithm_parameter``, tested above.)"""
+    cfg = SchemeConfig(num_grad_workers=2, num_col_workers=1, update="decentralized", grad_worker_resources=SMALL,
+                       col_worker_resources=SMALL, worker_timeout_s=60.0)
+    with Scheme(cfg, _kl_components(1e-8)) as scheme:
+        learner = scheme.learner
+        packets = _record_packets(learner)
+        _one_round(learner)
+        assert {p.worker for p in packets if p.num_samples} == {"g0", "g1"}
+        kl = np.mean([p.info["approx_kl"] for p in packets if p.num_samples])
+        assert adaptive_kl_coef(1.0, kl, 1e-8) == 2.0
+        assert _kl_coef_everywhere(learner) == {2.0}
+        (change,) = learner.changes
+        assert change.name == "kl_coef" and sorted(change.workers) == ["g0", "g1"]  # CWorkers never use it

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from colonyrl.config import ConfigError
-from colonyrl.storage import Minibatch, RolloutConfig, RolloutStorage
+from colonyrl.storage import Minibatch, RolloutConfig, RolloutStorage, SequenceBatch
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACT_SPACE = gym.spaces.Discrete(2)
@@ -322,3 +322,104 @@ def test_config_validation():
             RolloutConfig(**bad)
     with pytest.raises(ValueError, match="num_envs"):
         RolloutConfig().build(OBS_SPACE, ACT_SPACE, num_envs=0)
+
+
+# ---------------------------------------------------------------- time-major sequences (SequencePlan)
+
+
+def test_sequences_keep_time_order_episode_boundaries_and_pad_short_rollouts():
+    store = storage(gamma=0.0, gae_lambda=0.0)  # advantages = rewards - values = sample id
+    store.add_data(make_rollout(5, 2, invalid=[(2, 0), (4, 1)], first_id=0))  # (t, n) -> id 2t + n
+    store.add_data(make_rollout(3, 3, invalid=[(1, 2)], first_id=100))  # a shorter (preempted) rollout
+    store.before_gradients()
+    (batch,) = store.generate_sequences(1, minibatch_size=10**6, generator=torch.Generator().manual_seed(0))
+    assert isinstance(batch, SequenceBatch) and batch.gamma == 0.0
+    assert batch.obs.shape == (6, 5, 3) and batch.rewards.shape == batch.valid.shape == (5, 5)
+    assert batch.values_old.shape == (6, 5) and batch.num_samples == 16  # 10 - 2 + 9 - 1 valid steps
+    columns = {int(batch.obs[0, c, 0]): c for c in range(5)}  # the columns, by their first id
+    assert sorted(columns) == [0, 1, 100, 101, 102]
+    for first, envs, steps in ((0, 2, 5), (1, 2, 5), (100, 3, 3), (101, 3, 3), (102, 3, 3)):
+        c = columns[first]
+        ids = first + envs * np.arange(steps)
+        np.testing.assert_array_equal(batch.obs[:steps, c, 0].numpy(), ids)  # time order kept
+        np.testing.assert_array_equal(batch.rewards[:steps, c].numpy(), ids)
+        np.testing.assert_array_equal(batch.advantages[:steps, c].numpy(), np.where(batch.valid[:steps, c], ids, 0))
+        # the real next observation after the last step (-1 in make_rollout), repeated over the padding
+        np.testing.assert_array_equal(batch.obs[steps:, c, 0].numpy(), -1.0)
+        assert not batch.valid[steps:, c].any() and not batch.terminated[steps:, c].any()
+        assert (batch.rewards[steps:, c] == 0).all()
+    # autoreset steps stay in place, invalid, right after the episode end that precedes them
+    for first, t in ((0, 2), (1, 4), (102, 1)):
+        assert not batch.valid[t, columns[first]] and batch.terminated[t - 1, columns[first]]
+    assert batch.logp_old.dtype == batch.advantages.dtype == torch.float32 and batch.actions.dtype == torch.int64
+
+
+def test_sequence_batches_take_whole_columns_and_shuffle_only_columns():
+    store = storage()
+    store.add_data(make_rollout(4, 6, invalid=[(2, 3)]))  # (t, n) -> 6t + n
+    store.before_gradients()
+    batches = list(store.generate_sequences(2, minibatch_size=8, generator=torch.Generator().manual_seed(1)))
+    assert len(batches) == 2 * 3  # round(6 columns x 4 steps / 8) = 3 batches of 2 columns per epoch
+    for epoch in range(2):
+        chunk = batches[3 * epoch:3 * epoch + 3]
+        firsts = sorted(int(f) for b in chunk for f in b.obs[0, :, 0])
+        assert firsts == list(range(6))  # every column once per epoch
+        for b in chunk:
+            assert b.obs.shape == (5, 2, 3)
+            np.testing.assert_array_equal(b.obs[:4, :, 0] - b.obs[0, :, 0], np.repeat(6.0 * np.arange(4)[:, None], 2, 1))
+            assert b.num_samples == int(b.valid.sum())
+    assert [b.obs[0, :, 0].tolist() for b in batches[:3]] != [b.obs[0, :, 0].tolist() for b in batches[3:]]
+
+    def firsts(seed: int) -> list[list[float]]:
+        return [b.obs[0, :, 0].tolist() for b in store.generate_sequences(1, 8, None, torch.Generator().manual_seed(seed))]
+
+    assert firsts(3) == firsts(3)
+
+
+def test_sequence_length_cuts_columns_into_chunks():
+    store = storage()
+    store.add_data(make_rollout(5, 2, invalid=[(3, 1)]))  # (t, n) -> 2t + n
+    store.before_gradients()
+    (batch,) = store.generate_sequences(1, minibatch_size=10**6, sequence_length=2)
+    assert batch.obs.shape == (3, 6, 3) and batch.num_samples == 9  # chunks [0, 2), [2, 4), [4, 5) of 2 envs
+    by_first = {int(batch.obs[0, c, 0]): c for c in range(6)}
+    assert sorted(by_first) == [0, 1, 4, 5, 8, 9]
+    for first in (0, 1, 4, 5):  # full chunks: their next observation is the next chunk's first
+        np.testing.assert_array_equal(batch.obs[:, by_first[first], 0].numpy(), [first, first + 2, first + 4])
+    for first in (8, 9):  # the last chunk: one step, padded; its next obs is the rollout's last (-1)
+        np.testing.assert_array_equal(batch.obs[:, by_first[first], 0].numpy(), [first, -1, -1])
+        assert batch.valid[:, by_first[first]].tolist() == [True, False]
+    assert not batch.valid[1, by_first[5]] and batch.terminated[0, by_first[5]]  # (3, 1) is chunk [2, 4)'s
+
+
+def test_batches_follow_the_plan_type():
+    from colonyrl.agents.base import EpochPlan, ReplayPlan, SequencePlan
+
+    store = storage()
+    store.add_data(make_rollout(3, 2, invalid=[]))
+    store.before_gradients()
+    assert all(isinstance(b, Minibatch) for b in store.batches(EpochPlan(1, 2)))
+    sequences = list(store.batches(SequencePlan(2, 3)))
+    assert len(sequences) == 2 * 2 and all(isinstance(b, SequenceBatch) and b.obs.shape[:2] == (4, 1) for b in sequences)
+    with pytest.raises(TypeError, match="SequencePlan"):
+        store.batches(ReplayPlan(4, 0, 1.0))
+
+
+def test_sequences_of_an_empty_round_and_before_preparing():
+    store = storage()
+    store.add_data(make_rollout(0, 2, invalid=[]))
+    store.before_gradients()
+    assert list(store.generate_sequences(1, 8)) == []
+    store.add_data(make_rollout(3, 2, invalid=[]))
+    with pytest.raises(RuntimeError, match="before_gradients"):
+        next(store.generate_sequences(1, 8))
+    with pytest.raises(ValueError, match="sequence_length"):
+        next(store.generate_sequences(1, 8, sequence_length=0))
+
+
+def test_a_batch_of_autoreset_steps_only_is_skipped():
+    store = storage()
+    store.add_data(make_rollout(2, 2, invalid=[(1, 0)]))
+    store.before_gradients()
+    batches = list(store.generate_sequences(1, minibatch_size=1, sequence_length=1))  # 4 one-step columns
+    assert len(batches) == 3 and all(b.num_samples == 1 for b in batches)
