@@ -1,4 +1,5 @@
-"""colonyrl.agents: networks, action distributions and algorithms (PPO, SAC, TD3, DDPG, DQN).
+"""colonyrl.agents: networks, action distributions and algorithms (PPO, adaptive-KL PPO, recurrent
+PPO, PG, A2C, IMPALA, APPO, SAC, TD3, DDPG, DQN).
 
 Imports torch and gymnasium, never Ray.
 """
