@@ -16,7 +16,8 @@ V-trace (Espeholt et al. 2018). This benchmark runs the three on CartPole-v1 sid
 Usage::
 
     .venv/bin/python benchmarks/impala_vs_ppo.py --seeds 0 1            # ~5 min here
-    .venv/bin/python benchmarks/impala_vs_ppo.py --seeds 0 --budget 2000 --eval-every 1000  # smoke
+    .venv/bin/python benchmarks/impala_vs_ppo.py --seeds 0 --budget 2000 --eval-every 1000 \
+        --systems impala ppo-async  # smoke
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ def table(runs: list[dict[str, Any]], eval_every: int, budget: int) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS))
     p.add_argument("--budget", type=int, default=100_000)
     p.add_argument("--eval-every", type=int, default=10_000)
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds per worker process")
@@ -133,7 +135,7 @@ def main() -> int:
         print(RESULT_MARK + json.dumps(run_worker(args.system, args.seed, args.budget, args.eval_every)), flush=True)
         return 0
     noise = common.Noise()
-    names = list(SYSTEMS)
+    names = list(args.systems)
     runs = []
     for i, seed in enumerate(args.seeds):
         for system in names[i % len(names):] + names[:i % len(names)]:
