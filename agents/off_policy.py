@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from colonyrl.agents.base import ActOut, ExtraSpec, ReplayPlan
-from colonyrl.agents.tensors import as_tensor, copy_into
+from colonyrl.agents.tensors import as_tensor, copy_into, load_grads
 from colonyrl.config import ConfigError, from_dict
 
 __all__ = ["ReplayBatchLike", "td_target", "polyak_update", "as_tensor", "copy_into", "module_arrays",
@@ -181,13 +181,7 @@ class OffPolicyAlgorithm:
         return list(self._params)
 
     def _load_grads(self, grads: Sequence[torch.Tensor | np.ndarray]) -> None:
-        if len(grads) != len(self._params):
-            raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
-        for p, g in zip(self._params, grads, strict=True):
-            if g is not p.grad:
-                if p.grad is None:
-                    p.grad = torch.empty_like(p)
-                copy_into(p.grad, g)
+        load_grads(self._params, grads)
 
     # -- weights, checkpoints, runtime hyperparameters ----------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:

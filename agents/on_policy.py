@@ -18,7 +18,7 @@ import torch
 
 from colonyrl.agents.base import ActOut, EpochPlan, ExtraSpec, GradientResult
 from colonyrl.agents.networks import ActorCritic, ActorCriticConfig, PolicyExport
-from colonyrl.agents.tensors import as_tensor, copy_into
+from colonyrl.agents.tensors import as_tensor, copy_into, load_grads
 from colonyrl.config import from_dict
 
 __all__ = ["ActorCriticConfigMixin", "ActorCriticPolicy", "OnPolicyAlgorithm", "WHOLE_ROUND", "load_module", "standardized_advantages"]
@@ -132,13 +132,7 @@ class OnPolicyAlgorithm:
 
     def apply_gradients(self, grads: Sequence[torch.Tensor | np.ndarray]) -> dict[str, float]:
         """Load ``grads`` into ``.grad`` (unless they already are), clip the global norm, step."""
-        if len(grads) != len(self._params):
-            raise ValueError(f"got {len(grads)} gradients for {len(self._params)} parameters")
-        for p, g in zip(self._params, grads, strict=True):
-            if g is not p.grad:
-                if p.grad is None:
-                    p.grad = torch.empty_like(p)
-                copy_into(p.grad, g)
+        load_grads(self._params, grads)
         if self.config.max_grad_norm is not None:  # "37 details" #11; returns the pre-clip norm
             norm = torch.nn.utils.clip_grad_norm_(self._params, self.config.max_grad_norm, foreach=True)
         else:

@@ -3,10 +3,12 @@ read-only views out of Ray's object store)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "copy_into"]
+__all__ = ["as_tensor", "copy_into", "load_grads"]
 
 
 def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -26,3 +28,15 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor | np.ndarray) -> None:
         np.copyto(dst.numpy(), src, casting="same_kind")
     else:
         dst.copy_(torch.tensor(src))
+
+
+def load_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | np.ndarray]) -> None:
+    """Put ``grads`` (aligned with ``params``) into each ``.grad``, unless one already is it (an
+    in-process GWorker's own backward): what every ``apply_gradients`` starts with."""
+    if len(grads) != len(params):
+        raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
+    for p, g in zip(params, grads, strict=True):
+        if g is not p.grad:
+            if p.grad is None:
+                p.grad = torch.empty_like(p)
+            copy_into(p.grad, g)
