@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 def test_soak_runs_stops_by_time_and_writes_per_process_samples(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "0.5", "--warmup-min", "0.2",
-         "--interval-s", "5", "--out", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "0.3", "--warmup-min", "0.1",
+         "--interval-s", "3", "--out", str(out)],
         cwd=tmp_path, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
@@ -28,7 +28,7 @@ def test_soak_runs_stops_by_time_and_writes_per_process_samples(tmp_path: Path) 
     assert result["train"]["outcome"].startswith("stopped by signal")
     assert result["train"]["counters"]["env_steps"] > 0
     samples = result["samples"]
-    assert len(samples) >= 3 and samples[-1]["t_s"] == pytest.approx(30.0, abs=5.0)
+    assert len(samples) >= 3 and samples[-1]["t_s"] == pytest.approx(18.0, abs=4.0)
     last = samples[-1]
     kinds = {p["kind"] for p in last["processes"]}
     # The driver and Ray's own processes, and the workers by their process titles.
