@@ -18,9 +18,11 @@ import torch
 from colonyrl.launch.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from colonyrl.launch.config import RunConfig, TrainConfig
 from colonyrl.launch.presets import preset
-from colonyrl.launch.tracking import read_run
 from colonyrl.launch.train import train
 from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tracking_helpers (--import-mode=importlib)
+from tracking_helpers import read_run  # noqa: E402
 
 # 8 envs x 16 steps = 128 samples = 2 minibatches x 4 epochs: 8 updates per collection round.
 BASE = preset("ppo-cartpole")

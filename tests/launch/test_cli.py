@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from colonyrl.launch.presets import preset
-from colonyrl.launch.tracking import read_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tracking_helpers (--import-mode=importlib)
+from tracking_helpers import read_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

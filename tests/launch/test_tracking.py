@@ -1,6 +1,6 @@
 """Tracker on a real MLflow sqlite store.
 
-Creating a sqlite store runs MLflow's migrations (~1.7 s, platform.md §5.1), so these tests share
+Creating a sqlite store runs MLflow's migrations (~1.7 s), so these tests share
 one store per module (``store``) instead of the function-scoped ``mlflow_uri`` fixture; every test
 makes its own runs, so they do not depend on each other.
 """
@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 
 from colonyrl.launch import tracking
-from colonyrl.launch.tracking import Tracker, read_run
+from colonyrl.launch.tracking import Tracker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tracking_helpers (--import-mode=importlib)
+from tracking_helpers import read_run  # noqa: E402
 
 EXPERIMENT = "colonyrl-tests"
 
@@ -254,7 +257,11 @@ def _strict_json(line: str) -> dict:
     return json.loads(line, parse_constant=reject)
 
 
-def test_nonfinite_values_survive_spill_replay_and_fallback_import(store, monkeypatch):
+def _records(journal: Path) -> list[dict]:
+    return [_strict_json(line) for line in journal.read_text().splitlines()]
+
+
+def test_nonfinite_values_survive_journal_replay_and_import(store, monkeypatch):
     import requests
 
     t = _tracker(store, fallback_dir=store["artifacts"] + "-fallback", max_buffered=2,
@@ -269,23 +276,24 @@ def test_nonfinite_values_survive_spill_replay_and_fallback_import(store, monkey
     values = [1.0, math.nan, math.inf, -math.inf, 2.0]
     with pytest.warns(tracking.TrackingOutageWarning):
         monkeypatch.setattr(client, "log_batch", down)
-        for step, v in enumerate(values):  # spilled to metrics.jsonl (max_buffered=2)
+        for step, v in enumerate(values):  # journaled
             t.log_metrics({"loss": v}, step=step)
             t.flush()
-        spill = t.fallback_path / "metrics.jsonl"
-        lines = [_strict_json(line) for line in spill.read_text().splitlines()]
-        assert [m["value"] for m in lines if m["key"] == "loss"][:4] == [1.0, "NaN", FMAX, -FMAX]
-        monkeypatch.setattr(client, "log_batch", real)  # back: the spill is replayed
+        lines = _records(t.fallback_path / tracking.JOURNAL_FILE)
+        assert [r["seq"] for r in lines] == list(range(len(lines)))
+        loss = [r["value"] for r in lines if r["kind"] == "metric" and r["key"] == "loss"]
+        assert loss == [1.0, "NaN", FMAX, -FMAX, 2.0]
+        monkeypatch.setattr(client, "log_batch", real)  # back: the journal is replayed
         time.sleep(0.01)
         t.flush()
-        assert not t.server_down and t.pending == 0
+        assert not t.server_down and t.pending == 0 and not t.fallback_path.exists()
         monkeypatch.setattr(client, "log_batch", down)  # down again until the end: fallback
         for step, v in enumerate(values, start=len(values)):
             t.log_metrics({"loss": v}, step=step)
         t.end()
     assert t.fallback_written is not None
-    for line in (t.fallback_written / "metrics.jsonl").read_text().splitlines():
-        _strict_json(line)
+    lines = _records(t.fallback_written / tracking.JOURNAL_FILE)
+    assert lines[0]["kind"] == "run" and lines[0]["run_id"] == run_id and lines[-1]["kind"] == "end"
     monkeypatch.setattr(client, "log_batch", real)
     tracking.import_fallback(t.fallback_written, tracking_uri=store["uri"])
 
@@ -296,18 +304,40 @@ def test_nonfinite_values_survive_spill_replay_and_fallback_import(store, monkey
                                                                          (6, 4.0), (7, 5.0), (8, 6.0)]
 
 
-def test_fallback_written_by_older_versions_with_bare_nan_tokens_still_imports(store, tmp_path):
-    """Before non-finite values were logged, a spill could not hold them; Python's json writes NaN and
-    Infinity as bare tokens, which import_fallback must keep reading."""
+def test_journal_with_bare_nan_tokens_or_a_cut_last_line_imports_and_resumes(store, tmp_path, monkeypatch):
+    """Python's json (or any tool) may write NaN and Infinity as bare tokens; a driver killed mid-write
+    leaves a last line without its newline. An import interrupted by the server goes on where it
+    stopped, duplicating nothing, and a finished one is not repeated."""
+    import requests
+
     t = _tracker(store)
     run_id = t.start({})
     t.end()
     folder = tmp_path / "fb"
     folder.mkdir()
-    meta = {"format": 1, "run_id": run_id, "experiment_id": t.experiment_id, "tracking_uri": store["uri"],
-            "status": None, "end_time": None, "metrics": 2}
-    (folder / "run.json").write_text(json.dumps(meta))
-    (folder / "metrics.jsonl").write_text('{"key": "a", "value": NaN, "timestamp": 1, "step": 0}\n'
-                                          '{"key": "a", "value": Infinity, "timestamp": 1, "step": 1}\n')
-    tracking.import_fallback(folder)
-    assert _same(_history(store["uri"], run_id, "a"), [(0, math.nan), (1, FMAX)])
+    head = {"seq": 0, "kind": "run", "run_id": run_id, "experiment_id": t.experiment_id,
+            "tracking_uri": store["uri"]}
+    points = [{"seq": 1 + i, "kind": "metric", "key": "a", "value": v, "timestamp": 1, "step": i}
+              for i, v in enumerate([math.nan, math.inf] + [1.0] * 1500)]
+    (folder / tracking.JOURNAL_FILE).write_text("".join(json.dumps(r) + "\n" for r in [head, *points])
+                                                + '{"seq": 1503, "kind": "met')
+    import mlflow
+
+    real = mlflow.MlflowClient.log_batch
+    calls = []
+
+    def second_fails(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise requests.ConnectionError("connection refused")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", second_fails)
+    with pytest.raises(tracking.TrackingUnavailableError, match="run the import again"):
+        tracking.import_fallback(folder)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", real)
+    assert tracking.import_fallback(folder)["metrics"] == 502
+    assert _same(_history(store["uri"], run_id, "a")[:2], [(0, math.nan), (1, FMAX)])
+    assert [s for s, _ in _history(store["uri"], run_id, "a")] == list(range(1502))
+    with pytest.raises(tracking.FallbackImportError, match="already imported"):
+        tracking.import_fallback(folder)

@@ -30,14 +30,17 @@ from colonyrl.launch import cli
 from colonyrl.launch.config import RunConfig, TrainConfig
 from colonyrl.launch.tracking import (
     FALLBACK_FOLDER,
+    JOURNAL_FILE,
     FallbackImportError,
     Tracker,
     TrackingOutageWarning,
     TrackingUnavailableError,
     import_fallback,
-    read_run,
 )
 from colonyrl.launch.train import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tracking_helpers (--import-mode=importlib)
+from tracking_helpers import read_run  # noqa: E402
 
 
 def _free_port() -> int:
@@ -201,12 +204,12 @@ def test_tracker_buffers_through_outage_and_flushes_in_order_when_server_returns
             log_step()
         assert t.pending == 0
         server.stop()
-        blocked = [log_step() for _ in range(100)]  # 200 points: past max_buffered, spilled to disk
+        blocked = [log_step() for _ in range(100)]  # 200 points, journaled
         t.log_text("written during the outage", "notes/outage.txt")
         t.log_dict({"algo": {"lr": 0.1}}, "config/config.yaml")
         t.log_artifact(weights, "model")
         assert t.server_down and t.pending_artifacts == 3 and t.pending == 200
-        assert (t.fallback_path / "metrics.jsonl").is_file()  # the spill
+        assert (t.fallback_path / JOURNAL_FILE).is_file()
         server.start()
         deadline = time.monotonic() + 30
         while t.server_down and time.monotonic() < deadline:  # training goes on; a retry succeeds
@@ -214,7 +217,7 @@ def test_tracker_buffers_through_outage_and_flushes_in_order_when_server_returns
             time.sleep(0.05)
         assert not t.server_down, "the tracker did not notice the server was back"
         assert t.pending == 0 and t.pending_artifacts == 0
-        assert not t.fallback_path.exists()  # the spill was replayed and removed
+        assert not t.fallback_path.exists()  # the journal was replayed and removed
         for _ in range(5):
             log_step()
         t.end()
@@ -289,11 +292,14 @@ def test_server_down_until_the_end_leaves_a_fallback_that_imports(server, tmp_pa
     msgs = _outage_warnings(caught)
     assert len(msgs) == 2, msgs
     assert "unreachable" in msgs[0] and f"colonyrl tracking-import {folder}" in msgs[1]
-    meta = json.loads((folder / "run.json").read_text())
-    assert meta["run_id"] == result.run_id and meta["status"] == "FINISHED" and meta["tracking_uri"] == server.uri
-    assert sorted(str(p.relative_to(folder / "artifacts")) for p in (folder / "artifacts").rglob("*.*")) == [
-        "model/model.pt", "model/policy.pt2"]
-    assert (folder / "artifacts" / "model" / "model.pt").read_bytes() == (run_dir / "model.pt").read_bytes()
+    records = [json.loads(line) for line in (folder / JOURNAL_FILE).read_text().splitlines()]
+    head, meta = records[0], records[-1]
+    assert head["kind"] == "run" and head["run_id"] == result.run_id and head["tracking_uri"] == server.uri
+    assert meta["kind"] == "end" and meta["status"] == "FINISHED"
+    files = [r for r in records if r["kind"] == "file"]  # copies, in the journal's folder
+    assert [(r["artifact_path"], Path(r["local"]).name) for r in files] == [("model", "model.pt"),
+                                                                           ("model", "policy.pt2")]
+    assert (folder / files[0]["local"]).read_bytes() == (run_dir / "model.pt").read_bytes()
 
     server.start()
     assert read_run(server.uri, result.run_id)["status"] == "RUNNING"

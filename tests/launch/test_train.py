@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import mlflow
 import pytest
 
 from colonyrl.config import ConfigError
 from colonyrl.launch.config import RunConfig, Schedule, TrainConfig
-from colonyrl.launch.tracking import read_run
 from colonyrl.launch.train import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tracking_helpers (--import-mode=importlib)
+from tracking_helpers import read_run  # noqa: E402
 
 
 def test_schedule_values_linear_and_piecewise() -> None:

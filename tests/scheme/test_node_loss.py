@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent("""
     from colonyrl.agents.ppo import PPOConfig
     from colonyrl.envs.factory import EnvConfig
     from colonyrl.launch.evaluate import evaluate
-    from colonyrl.launch.tracking import Tracker, read_run
+    from colonyrl.launch.tracking import Tracker
     from colonyrl.scheme.components import Components
     from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
     from colonyrl.storage.rollout import RolloutConfig

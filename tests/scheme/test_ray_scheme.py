@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +13,14 @@ from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.ppo import PPOConfig
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.launch.config import RunConfig, TrainConfig
-from colonyrl.launch.tracking import read_run
 from colonyrl.launch.train import train
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import Weights
 from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
 from colonyrl.storage.rollout import RolloutConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))  # tracking_helpers (--import-mode=importlib)
+from tracking_helpers import read_run  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
