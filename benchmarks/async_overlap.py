@@ -108,7 +108,7 @@ class ReplayCollection:
 
 
 class CallTimer:
-    """The driver's wall-clock inside some methods of one object, e.g. a ``RemoteCWorkerSet``:
+    """The driver's wall-clock inside some methods of one object, e.g. a ``CWorkerSet`` of actors:
     ``prepare`` (the weights' ``ray.put``), ``submit``, ``wait`` and ``result`` (``ray.get``).
     Wrappers set as instance attributes shadow the methods (~1 us a call); :meth:`remove` undoes it."""
 
@@ -206,7 +206,7 @@ def run_learn(args: argparse.Namespace, foreign: common.ForeignCPU) -> dict[str,
     from colonyrl.scheme.scheme import Scheme
 
     with Scheme(SCHEME.scheme, preset_components(args.seed)) as scheme:
-        gworker = scheme.learner.gworkers.gworker  # in-process: the one GWorker of the Learner
+        gworker = scheme.learner.gworkers.workers[0]  # in-process: the one GWorker of the Learner
         replay = ReplayCollection(gworker.collection, args.replay_rounds)
         gworker.collection = replay
         replayed: list[int] = []
@@ -228,8 +228,8 @@ def run_async(args: argparse.Namespace, foreign: common.ForeignCPU) -> dict[str,
     t = time.perf_counter()
     with Scheme(cfg, preset_components(args.seed, num_envs=8 // n)) as scheme:
         learner = scheme.learner
-        cworkers = learner.gworkers.gworker.cworkers  # the GWorker's RemoteCWorkerSet
-        cworkers.call("ping")  # every actor constructed: start-up is not in (i)
+        cworkers = learner.gworkers.workers[0].cworkers  # the GWorker's CWorkerSet (Ray actors)
+        cworkers.ping()  # every actor constructed: start-up is not in (i)
         out["setup_s"] = time.perf_counter() - t
         arrays = learner.algo.get_weights()
         # (i) versions far above the training's, which then starts at 0: every rollout of the
@@ -238,7 +238,7 @@ def run_async(args: argparse.Namespace, foreign: common.ForeignCPU) -> dict[str,
         out["collection"] = ct.measure(cworkers, arrays, "async", args.warmup_s, args.window, version0=10**6)
         out["collection"]["others_cores"] = foreign.between(before, foreign.sample())["foreign_cores"]
         if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2:
-            pids = cworkers.call("pid")
+            pids = cworkers.pids()
             cpu = max(os.sched_getaffinity(0))
             ct.pin_threads(pids, {cpu})
             try:
@@ -250,7 +250,7 @@ def run_async(args: argparse.Namespace, foreign: common.ForeignCPU) -> dict[str,
             finally:
                 ct.pin_threads(pids, None)
         # (iii), recording its last rounds on the way (one deque append per round).
-        gworker = learner.gworkers.gworker
+        gworker = learner.gworkers.workers[0]
         live = gworker.collection
         recorder = ReplayCollection(live, args.replay_rounds)
         gworker.collection = recorder

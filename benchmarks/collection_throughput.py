@@ -11,7 +11,7 @@ fetched into this process, as a GWorker does), with fixed weights and no learnin
 
 Modes (the two collection strategies of ``scheme/strategies.py``):
 
-* ``sync``: rounds of ``RemoteCWorkerSet.collect``: every CWorker collects one rollout, the round
+* ``sync``: rounds of ``CWorkerSet.collect`` (Ray actors): every CWorker collects one rollout, the round
   ends when all have delivered (what ``SyncCollection`` does, no preemption);
 * ``async``: ``AsyncCollection.collect`` called in a loop: each worker is handed new weights and
   resubmitted as soon as its rollout is taken, so workers never wait for each other.
@@ -174,17 +174,17 @@ def emit(row: dict[str, Any]) -> None:
 
 def measure_env(env: str, components: Any, weights: dict[str, Any], args: argparse.Namespace, timed: Any) -> None:
     """Start a set of n remote CWorkers for every count (all before any timing), then the passes."""
-    from colonyrl.scheme.worker_set import CWorkerSpec, RemoteCWorkerSet
+    from colonyrl.scheme.worker_set import CWorkerSet, CWorkerSpec
 
     sets: dict[int, Any] = {}
     try:
         t = time.perf_counter()
         for n in args.counts:
-            sets[n] = RemoteCWorkerSet(CWorkerSpec(0, n, True, num_cpus=args.cpus_per_worker), components)
+            sets[n] = CWorkerSet(CWorkerSpec(0, n, True, num_cpus=args.cpus_per_worker), components)
         for s in sets.values():
-            s.call("ping")  # every actor constructed (env built, first reset done) before timing
+            s.ping()  # every actor constructed (env built, first reset done) before timing
         startup = time.perf_counter() - t
-        actors = sum(len(s.actors) for s in sets.values())
+        actors = sum(len(s.workers) for s in sets.values())
         print(f"# {env}: {actors} CWorker actors up in {startup:.1f} s", file=sys.stderr, flush=True)
         emit({"kind": "startup", "env": env, "actors": actors, "seconds": startup})
         for r in range(args.repeats):
@@ -204,7 +204,7 @@ def measure_env(env: str, components: Any, weights: dict[str, Any], args: argpar
 def worker_main(args: argparse.Namespace) -> int:
     from colonyrl.scheme import remote
     from colonyrl.scheme.runtime import init_process
-    from colonyrl.scheme.worker_set import CWorkerSpec, LocalCWorkerSet
+    from colonyrl.scheme.worker_set import CWorkerSet, CWorkerSpec
 
     init_process()  # one torch thread here too (the driver is not covered by Ray's OMP setting)
     # Our process tree (Ray included) vs everybody else's, sampled at the ends of each window only:
@@ -228,7 +228,7 @@ def worker_main(args: argparse.Namespace) -> int:
     weights = {env: initial_weights(c) for env, c in comps.items()}
     # Reference: one CWorker in this process, no Ray running yet (the in-process scheme's path).
     for env in args.envs:
-        local = LocalCWorkerSet(CWorkerSpec(0, 1, False), comps[env])
+        local = CWorkerSet(CWorkerSpec(0, 1, False), comps[env])
         for r in range(args.repeats):
             timed({"env": env, "mode": "in-process", "workers": 1, "repeat": r},
                   lambda local=local, env=env: measure(local, weights[env], "sync", args.warmup, args.window))

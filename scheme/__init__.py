@@ -14,6 +14,11 @@ The data path, hop by hop (file :: function), the same for every algorithm:
                                                    target nets) -> broadcast weights v+1
 6. ``scheme/scheme.py :: connect``                builds and connects all of the above (one screen)
 
+Between hops 2-4 and 4-5 the calls go through the mode objects of ``scheme/strategies.py`` (sync or
+async collection and gradients, the async ones over one ``InFlight`` pool; central or decentralized
+update) and ``scheme/worker_set.py`` (``CWorkerSet.collect``, ``GWorkerSet.step``: typed calls over
+one worker group, ``InProcess`` or ``remote.RayActors``).
+
 Nothing here imports Ray at import time; Ray is imported only when a scheme has remote workers.
 """
 

@@ -26,7 +26,8 @@ from colonyrl.scheme.packets import EpisodeStats, GradientPacket, UpdateResult, 
 from colonyrl.scheme.runtime import init_process
 from colonyrl.scheme.strategies import CollectionStrategy, SyncCollection, all_finite
 from colonyrl.scheme.wire import Packed, unpack
-from colonyrl.scheme.worker_set import CWorkerSpec, make_cworker_set
+from colonyrl.scheme.worker_set import CWorkerSet, CWorkerSpec
+from colonyrl.storage.replay import MemoryPart
 from colonyrl.storage.rollout import Moments
 
 __all__ = ["GWorker"]
@@ -66,7 +67,7 @@ class GWorker:
         self.algo = algo
         self.spaces = spaces
         self.storage = self._build_storage()
-        self.cworkers = make_cworker_set(cworkers, components)
+        self.cworkers = CWorkerSet(cworkers, components)
         self.collection = collection or SyncCollection()
         self.numpy_grads = numpy_grads
         self.version = -1
@@ -229,14 +230,14 @@ class GWorker:
             self.algo.update_parameter(name, value)
         if not self.components.used_in_collection(kind, name):
             return [self.name]
-        return [self.name, *self.cworkers.call("update_parameter", kind, name, value)]
+        return [self.name, *self.cworkers.update_parameter(kind, name, value)]
 
     def replace_component(self, kind: str, config: object) -> list[str]:
         self.components = self.cworkers.components = self.components.with_component(kind, config)
         if kind == "storage":  # the batch in use keeps its data; the next round uses the new storage
             # (a new replay memory starts empty: replacing the memory drops its contents, by design)
             self.storage = self._build_storage()
-        return [self.name, *self.cworkers.call("replace_component", kind, config)]
+        return [self.name, *self.cworkers.replace_component(kind, config)]
 
     # -- checkpoints: taken between collection rounds (no minibatch iterator in flight) ----------------
     def at_round_boundary(self) -> bool:
@@ -251,7 +252,7 @@ class GWorker:
                 "algo": self.algo.state_dict() if self.owns_algo else None,
                 # on-policy storage is empty between rounds; off-policy storage (replay) is saved
                 "storage": None if self.storage.on_policy else self.storage.state_dict(),
-                "cworkers": self.cworkers.call("get_state")}
+                "cworkers": self.cworkers.get_states()}
 
     def set_state(self, state: dict[str, Any]) -> str:
         self.version = state["version"]
@@ -261,19 +262,20 @@ class GWorker:
         if state.get("storage") is not None:
             self.storage.load_state_dict(state["storage"])
         saved = {s["name"]: s for s in state["cworkers"]}
-        self.cworkers.call_each("set_state", [saved[n] for n in self.cworkers.names])
+        self.cworkers.set_states([saved[n] for n in self.cworkers.names])
         return self.name
 
-    def seed_storage(self, transitions: dict[str, Any]) -> str:
-        """Start the storage with ``transitions`` (a resume onto other worker counts)."""
-        self.storage.add_transitions(transitions, "resume")
+    def seed_storage(self, part: MemoryPart) -> str:
+        """Start the replay memory with ``part`` of the saved memories (a resume onto other worker
+        counts: ``ReplayMemory.redistribute``)."""
+        self.storage.seed(part)
         return self.name
 
     def inspect(self) -> dict[str, Any]:
         return {"name": self.name, "components": self.components, "algo": self.algo.config,
                 "storage": self.storage.config,
                 "optimizer_lrs": [g["lr"] for opt in _optimizers(self.algo) for g in opt.param_groups],
-                "cworkers": self.cworkers.call("inspect")}
+                "cworkers": self.cworkers.inspect()}
 
     # -- introspection ---------------------------------------------------------------------------
     def ping(self) -> str:
@@ -289,7 +291,7 @@ class GWorker:
         return remote.node_id()
 
     def cworker_nodes(self) -> list[str]:
-        return self.cworkers.call("node")
+        return self.cworkers.nodes()
 
     def get_weights(self) -> Weights:
         return Weights(self.version, self.algo.get_weights())

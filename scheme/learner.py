@@ -8,7 +8,6 @@ checkpoint restores: policy version, env steps, updates, episodes.
 from __future__ import annotations
 
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -198,7 +197,7 @@ class Learner:
 
         In-process the single GWorker shares this algorithm object, so only the version moves.
         Remote GWorkers get one ``Weights`` object, put once and referenced by all of them
-        (``RemoteGWorkerSet.step``), sent with their next step.
+        (``GWorkerSet.step``), sent with their next step.
         """
         if self.remote_weights and (self._weights is None or self._weights.version != self.version):
             self._weights = Weights(self.version, self.algo.get_weights())
@@ -220,7 +219,7 @@ class Learner:
         all replicas are equal), never the Learner's idle copy."""
         self.update.pull_state(self.algo, self.gworkers)
         return {"algo": self.algo.state_dict(), "counters": self.counters(), "totals": dict(self.totals),
-                "workers": self.gworkers.call("get_state") if workers else None,
+                "workers": self.gworkers.get_states() if workers else None,
                 "worker_names": list(self.worker_names)}
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
@@ -239,12 +238,13 @@ class Learner:
         if state["workers"] is None or list(state["worker_names"]) != list(self.worker_names):
             self._redistribute_memories(state["workers"] or [])
             return False
-        self.gworkers.call_each("set_state", state["workers"])
+        self.gworkers.set_states(state["workers"])
         return True
 
     def _redistribute_memories(self, saved: list[dict[str, Any]]) -> None:
-        """Resumed onto other worker counts: the saved replay memories' transitions are dealt over
-        the new GWorkers (storage decides how: ``redistribute``), so no experience is lost."""
+        """Resumed onto other worker counts: the saved replay memories' stored transitions are dealt
+        over the new GWorkers (storage decides how: ``redistribute``; n-step memories too), so no
+        stored experience is lost."""
         states = [w["storage"] for w in saved if w.get("storage") is not None]
         if not states:
             return  # on-policy storage holds nothing between rounds
@@ -254,11 +254,7 @@ class Learner:
             memory = self.components.storage.build(spaces.observation, spaces.action, self.components.env.num_envs)
             memory.load_state_dict(st)
             memories.append(memory)
-        try:
-            parts = type(memories[0]).redistribute(self.components.storage, memories, len(self.gworkers.names))
-            self.gworkers.call_each("seed_storage", parts)
-        except ValueError as e:  # e.g. n-step memories: their per-stream tails cannot be dealt out
-            warnings.warn(f"resumed onto other worker counts with empty memories: {e}", stacklevel=3)
+        self.gworkers.seed_storage(type(memories[0]).redistribute(memories, len(self.gworkers.names)))
 
     # -- runtime changes: validated here first, so a bad one changes nothing anywhere ------------------
     def update_algorithm_parameter(self, name: str, value: Any) -> Change:
@@ -274,7 +270,7 @@ class Learner:
         """Replace the train env (a curriculum step), the test env or the storage, everywhere."""
         components = self.components.with_component(kind, config)  # raises before anything changes
         self.gworkers.components = components  # a GWorker re-created from now on is built with it
-        acks = self._everywhere("replace_component", kind, config)
+        acks = self._acknowledged(f"replace_component{(kind, config)}", self.gworkers.replace_component(kind, config))
         self.components = components
         return self._record(kind, "component", config, acks)
 
@@ -285,15 +281,19 @@ class Learner:
         self.gworkers.components = components
         # CWorkers are told only what collection uses (the algorithm and storage declare it).
         expected = (self.worker_names if components.used_in_collection(kind, name) else self.gworkers.names)
-        acks = self._everywhere("update_parameter", kind, name, value, expected=expected)
+        acks = self._acknowledged(f"update_parameter{(kind, name)}", self.gworkers.update_parameter(kind, name, value),
+                                  expected)
         self.components = components
         return self._record(kind, name, value, acks)
 
-    def _everywhere(self, method: str, *args: Any, expected: Sequence[str] | None = None) -> tuple[str, ...]:
-        acks = tuple(name for per_gworker in self.gworkers.call(method, *args) for name in per_gworker)
+    def _acknowledged(self, what: str, per_gworker: Sequence[Sequence[str]],
+                      expected: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The names of the workers that applied a change (per GWorker: it and its CWorkers); every
+        ``expected`` worker (default: all) must be among them."""
+        acks = tuple(name for names in per_gworker for name in names)
         missing = set(self.worker_names if expected is None else expected) - set(acks)
         if missing:
-            raise RuntimeError(f"{method}{args[:2]} was not acknowledged by {sorted(missing)}")
+            raise RuntimeError(f"{what} was not acknowledged by {sorted(missing)}")
         return acks
 
     def _record(self, kind: str, name: str, value: Any, acks: tuple[str, ...]) -> Change:

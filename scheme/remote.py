@@ -19,7 +19,7 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 
-__all__ = ["ensure_ray", "as_remote", "wait_named", "WorkerDiedError", "node_id", "HOT_PATH_METHODS"]
+__all__ = ["ensure_ray", "as_remote", "RayActors", "wait_named", "WorkerDiedError", "node_id", "HOT_PATH_METHODS"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -183,33 +183,79 @@ def call_all(actors: Sequence[Any], names: Sequence[str], method: str, args: Seq
     return out
 
 
-def wait_some(refs: Sequence[Any], num_returns: int, timeout_s: float) -> tuple[list[Any], list[Any]]:
-    """(ready, not ready) once ``num_returns`` of ``refs`` are ready, or after ``timeout_s``."""
-    return ray.wait(list(refs), num_returns=num_returns, timeout=timeout_s)
+class RayActors:
+    """A worker set's workers as Ray actors (``scheme/worker_set.py`` ``WorkerGroup``): a call is
+    ``actor.method.remote(...)``, every wait is a bounded ``ray.wait`` that names who did not
+    answer, and ``respawn`` replaces an actor by a new one from ``spawn`` (the actors have
+    ``max_restarts=0``: the set always knows a worker is new, and re-sends it what it needs).
+    """
 
+    def __init__(self, spawn: Callable[[int], Any], names: list[str], timeout_s: float) -> None:
+        self._spawn, self.names, self.timeout_s = spawn, names, timeout_s
+        self.workers = [spawn(i) for i in range(len(names))]
 
-def wait_any(refs: Sequence[Any], timeout_s: float) -> list[Any]:
-    """Every ref that is ready, waiting up to ``timeout_s`` for at least one (never sleep-polls)."""
-    ready, _ = ray.wait(list(refs), num_returns=1, timeout=timeout_s)
-    if not ready:
-        return []
-    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)  # and all others done by now
-    return ready
+    def call(self, method: str, args: Sequence[tuple[Any, ...]],
+             replace: Callable[[int], None] | None = None) -> list[Any]:
+        def replaced(i: int) -> Any:
+            replace(i)  # type: ignore[misc]
+            return self.workers[i]
 
+        return call_all(self.workers, self.names, method, args, self.timeout_s, None if replace is None else replaced)
 
-def get_named(ref: Any, worker: str, stage: str) -> Any:
-    try:
-        return ray.get(ref)
-    except RayActorError as e:
-        raise WorkerDiedError(worker, stage, e) from e
+    def call_some(self, indices: Sequence[int], method: str, args: Sequence[tuple[Any, ...]],
+                  stage: str) -> list[Any]:
+        return wait_named({getattr(self.workers[i], method).remote(*a): self.names[i]
+                           for i, a in zip(indices, args, strict=True)}, stage, self.timeout_s)
+
+    def outcomes(self, method: str, args: Sequence[tuple[Any, ...]], keep_errors: bool) -> list[Any]:
+        futures = {getattr(a, method).remote(*x): n for a, n, x in zip(self.workers, self.names, args, strict=True)}
+        return outcomes(futures, method, self.timeout_s, keep_errors=keep_errors)
+
+    def submit(self, i: int, method: str, *args: Any, background: bool = False) -> Any:
+        return getattr(self.workers[i], method).remote(*args)  # an actor's call always runs apart
+
+    def wait_any(self, handles: Sequence[Any], timeout_s: float) -> list[Any]:
+        """Every ref that is ready, waiting up to ``timeout_s`` for at least one (never sleep-polls)."""
+        ready, _ = ray.wait(list(handles), num_returns=1, timeout=timeout_s)
+        if not ready:
+            return []
+        ready, _ = ray.wait(list(handles), num_returns=len(handles), timeout=0)  # and all others done by now
+        return ready
+
+    def wait_some(self, handles: Sequence[Any], num_returns: int, timeout_s: float) -> tuple[list[Any], list[Any]]:
+        """(ready, not ready) once ``num_returns`` of ``handles`` are ready, or after ``timeout_s``."""
+        return ray.wait(list(handles), num_returns=num_returns, timeout=timeout_s)
+
+    def result(self, handle: Any, i: int, stage: str) -> Any:
+        try:
+            return ray.get(handle)
+        except RayActorError as e:
+            raise WorkerDiedError(self.names[i], stage, e) from e
+
+    def signal(self, i: int, method: str, *args: Any) -> None:
+        """A call that runs *while* the worker's current call runs (``as_remote(control_group=True)``)."""
+        getattr(self.workers[i], method).options(concurrency_group="control").remote(*args)
+
+    def put(self, obj: Any) -> Any:
+        return ray.put(obj)
+
+    def respawn(self, i: int) -> None:
+        kill(self.workers[i])
+        self.workers[i] = self._spawn(i)
+
+    def close(self, ask_first: bool) -> None:
+        """Kill every actor; ``ask_first``: let each close itself first, best effort."""
+        if ask_first:
+            try:
+                call_all(self.workers, self.names, "close", [()] * len(self.workers), self.timeout_s)
+            except Exception:  # closing is best effort; the actors are killed next
+                pass
+        for a in self.workers:
+            kill(a)
 
 
 def node_id() -> str:
     return ray.get_runtime_context().get_node_id()
-
-
-def put(obj: Any) -> Any:
-    return ray.put(obj)
 
 
 def kill(actor: Any) -> None:

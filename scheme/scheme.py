@@ -24,7 +24,7 @@ from colonyrl.scheme.strategies import (
     SyncCollection,
     SyncGradients,
 )
-from colonyrl.scheme.worker_set import CWorkerSpec, LocalGWorkerSet, RemoteGWorkerSet, threads_for
+from colonyrl.scheme.worker_set import CWorkerSpec, GWorkerSet, threads_for
 
 __all__ = ["Resources", "SchemeConfig", "Scheme", "connect"]
 
@@ -137,13 +137,13 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
 
         def gworker(g: int, current: Components) -> Any:  # also re-creates one lost with its node
             return cls.remote(current, g, cworkers_of(g), None, True, collection, threads_for(res.num_cpus))
-
-        # Decentralized: GWorkers <-> GWorkers in one gloo group, re-formed when one is re-created.
-        gworkers: Any = RemoteGWorkerSet(gworker, config.num_grad_workers, config.num_col_workers, components,
-                                         config.worker_timeout_s, allreduce=config.decentralized)
     else:
-        gworkers = LocalGWorkerSet(GWorker(components, 0, cworkers_of(0), algo, False, collection,
-                                           config.learner_threads))
+        def gworker(g: int, current: Components) -> Any:
+            return GWorker(current, g, cworkers_of(g), algo, False, collection, config.learner_threads)
+
+    # Decentralized: GWorkers <-> GWorkers in one gloo group, re-formed when one is re-created.
+    gworkers = GWorkerSet(gworker, config.num_grad_workers, config.remote_grad_workers, components,
+                          config.num_col_workers, config.worker_timeout_s, allreduce=config.decentralized)
     names = [n for g in range(config.num_grad_workers) for n in (f"g{g}", *cworkers_of(g).names())]
     # Gradient mode and update mode: how the Learner gathers and applies.
     gradients = AsyncGradients(config.worker_timeout_s) if config.gradients == "async" else SyncGradients()

@@ -307,13 +307,13 @@ class DecentralizedUpdate:
         return applied[0] if applied else UpdateResult.nothing()
 
     def pull_weights(self, algo: Any, gworkers: GWorkerSet) -> None:
-        algo.set_weights(gworkers.call("get_weights")[0].arrays)
+        algo.set_weights(gworkers.get_weights()[0].arrays)
 
     def pull_state(self, algo: Any, gworkers: GWorkerSet) -> None:
         """Weights *and* optimizer state from a GWorker (the Learner's optimizer is never stepped
         here): what a checkpoint must hold."""
-        algo.load_state_dict(gworkers.call("algo_state")[0]["algo"])
+        algo.load_state_dict(gworkers.algo_states()[0]["algo"])
 
     def push_state(self, algo: Any, gworkers: GWorkerSet, version: int) -> None:
         """After a resume: every GWorker starts from the restored weights and optimizer state."""
-        gworkers.call("set_algo_state", {"version": version, "algo": algo.state_dict()})
+        gworkers.set_algo_states({"version": version, "algo": algo.state_dict()})

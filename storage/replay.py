@@ -46,7 +46,7 @@ from colonyrl.storage.sum_tree import SumTree
 if TYPE_CHECKING:  # colonyrl.agents imports colonyrl.storage: types only, no import cycle
     from colonyrl.agents.base import GradientResult, ReplayPlan
 
-__all__ = ["ReplayConfig", "ReplayMemory", "ReplayBatch", "ReplayCorruptionError", "DATASET_KEYS",
+__all__ = ["ReplayConfig", "ReplayMemory", "ReplayBatch", "MemoryPart", "ReplayCorruptionError", "DATASET_KEYS",
            "write_dataset", "load_dataset", "transition_crc"]
 
 #: The 1-step transitions of an offline dataset (``.npz``), one row each, in insertion order.
@@ -348,9 +348,9 @@ class ReplayMemory:
         self.add_transitions(load_dataset(path, self.layout), f"dataset:{path}")
 
     def add_transitions(self, data: Mapping[str, np.ndarray], source: str) -> None:
-        """Store 1-step transitions (``DATASET_KEYS`` columns, oldest first), as a dataset or the
-        memories of a checkpoint redistributed over other GWorkers: they count toward
-        ``learning_starts`` and earn no update credit. Only for ``n_step == 1`` memories (the
+        """Store 1-step transitions (``DATASET_KEYS`` columns, oldest first), as an offline dataset:
+        they count toward ``learning_starts`` and earn no update credit (saved memories resumed onto
+        other worker counts go through :meth:`seed` instead). Only for ``n_step == 1`` memories (the
         streams n-step targets need are not in the columns)."""
         if self.config.n_step != 1:
             raise ValueError(f"add_transitions needs n_step == 1 (this memory: {self.config.n_step})")
@@ -490,17 +490,69 @@ class ReplayMemory:
                          for source, carry in state["pending"].items()}
 
     @staticmethod
-    def redistribute(config: ReplayConfig, memories: list[ReplayMemory], parts: int) -> list[dict[str, np.ndarray]]:
-        """The transitions of ``memories`` dealt into ``parts`` groups (each memory's split in
-        ``parts`` contiguous chunks, chunk i of every memory to group i, oldest first), for a
-        resume onto ``parts`` GWorkers; nothing is dropped unless a group exceeds ``memory_size``."""
-        groups: list[list[dict[str, np.ndarray]]] = [[] for _ in range(parts)]
+    def redistribute(memories: list[ReplayMemory], parts: int) -> list[MemoryPart]:
+        """The stored transitions of ``memories`` dealt into ``parts`` groups, for a resume onto
+        ``parts`` GWorkers (:meth:`seed` takes one each): each memory's slots, oldest first, split in
+        ``parts`` contiguous chunks, chunk i of every memory to group i. The slots go as stored (the
+        n-step returns, discounts and lookahead observations, the crc columns) with their priorities,
+        so no stored transition is lost unless a group exceeds ``memory_size`` (its newest are kept).
+
+        Not carried, with ``n_step > 1``: each source's waiting tail (the transitions of its last
+        ``n - 1`` steps per sub-env, whose n-step targets were not known yet; the
+        ``transitions_waiting`` metric), since no new CWorker continues the old env streams.
+        """
+        sources = [name for memory in memories for name in memory._sources]  # crc_debug: ids into one list
+        groups: list[list[tuple[dict[str, np.ndarray], np.ndarray | None]]] = [[] for _ in range(parts)]
+        offset = 0
         for memory in memories:
-            data = memory.transitions()
-            bounds = np.linspace(0, len(data["obs"]), parts + 1).astype(int)
-            for i in range(parts):
-                groups[i].append({key: value[bounds[i]:bounds[i + 1]] for key, value in data.items()})
-        return [{key: np.concatenate([chunk[key] for chunk in group]) for key in DATASET_KEYS} for group in groups]
+            order = memory._oldest_first()
+            columns = {name: array[order] for name, array in memory._arrays.items()}
+            if "source" in columns:
+                columns["source"] = columns["source"] + offset
+            offset += len(memory._sources)
+            priorities = None if memory._tree is None else memory._tree.priorities[order]
+            bounds = np.linspace(0, len(order), parts + 1).astype(int)
+            for group, lo, hi in zip(groups, bounds[:-1], bounds[1:], strict=True):
+                if hi > lo:
+                    group.append(({name: array[lo:hi] for name, array in columns.items()},
+                                  None if priorities is None else priorities[lo:hi]))
+        max_priority = max(memory._max_priority for memory in memories)
+        out = []
+        for group in groups:
+            if not group:  # nothing stored for it: it starts empty
+                out.append(MemoryPart({}, None, max_priority, sources))
+                continue
+            columns = {name: np.concatenate([c[name] for c, _ in group]) for name in group[0][0]}
+            priorities = None if group[0][1] is None else np.concatenate([p for _, p in group])
+            out.append(MemoryPart(columns, priorities, max_priority, sources))
+        return out
+
+    def seed(self, part: MemoryPart) -> None:
+        """Start with one part of :meth:`redistribute` (before any rollout): its transitions count
+        toward ``learning_starts`` and earn no update credit, as a dataset's."""
+        if not part.columns:
+            return
+        if set(part.columns) != set(self.fields):
+            raise ValueError(f"the part holds fields {sorted(part.columns)}, this memory {sorted(self.fields)}")
+        if not self._arrays:
+            self._allocate()
+        keep = slice(max(len(part.columns["rewards"]) - self.config.memory_size, 0), None)  # the newest fit
+        columns = {name: array[keep] for name, array in part.columns.items()}
+        if "source" in columns:  # crc_debug: ids into this memory's list of source names
+            columns["source"] = columns["source"] + len(self._sources)
+        self._sources.extend(part.sources)
+        start = self._cursor
+        count = self._write(columns)
+        if self._tree is not None and part.priorities is not None and count:
+            self._tree.update((start + np.arange(count)) % self.config.memory_size, part.priorities[keep])
+            self._max_priority = max(self._max_priority, part.max_priority)
+
+    def _oldest_first(self) -> np.ndarray:
+        """Slot indices of the stored transitions, oldest first (the ring wraps once full)."""
+        order = np.arange(self._size if self._arrays else 0)
+        if self._size == self.config.memory_size:
+            order = (order + self._cursor) % self._size
+        return order
 
     def transitions(self) -> dict[str, np.ndarray]:
         """The stored 1-step transitions (``DATASET_KEYS``), oldest first (copies)."""
@@ -511,7 +563,16 @@ class ReplayMemory:
             order = (order + self._cursor) % self._size
         if not self._arrays:  # never allocated: empty columns of the right shapes
             return {key: np.empty((0, *self.fields[key][0]), self.fields[key][1]) for key in DATASET_KEYS}
-        return {key: self._arrays[self.one_step[key]][order] for key in DATASET_KEYS}
+        return {key: self._arrays[self.one_step[key]][self._oldest_first()] for key in DATASET_KEYS}
+
+
+class MemoryPart(NamedTuple):
+    """One GWorker's share of saved memories (:meth:`ReplayMemory.redistribute`), oldest first."""
+
+    columns: dict[str, np.ndarray]  # every slot field as stored (``ReplayMemory.fields``); {}: nothing
+    priorities: np.ndarray | None  # prioritized: the sum tree's p_i (already ``** alpha``)
+    max_priority: float  # the largest raw priority seen: new transitions get it
+    sources: list[str]  # crc_debug: the names the ``source`` column indexes
 
 
 def write_dataset(memory: ReplayMemory, path: str | os.PathLike) -> None:

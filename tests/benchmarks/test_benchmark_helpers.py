@@ -17,7 +17,7 @@ import common  # noqa: E402
 from colonyrl.launch.scripts.cartpole_inprocess import SCHEME  # noqa: E402
 from colonyrl.scheme.packets import Weights  # noqa: E402
 from colonyrl.scheme.scheme import Scheme  # noqa: E402
-from colonyrl.scheme.worker_set import CWorkerSpec, LocalCWorkerSet  # noqa: E402
+from colonyrl.scheme.worker_set import CWorkerSet, CWorkerSpec  # noqa: E402
 
 
 def small_components(num_envs: int = 2, num_steps: int = 8):
@@ -30,7 +30,7 @@ def small_components(num_envs: int = 2, num_steps: int = 8):
 def test_measure_counts_whole_rollouts_and_drains(mode: str) -> None:
     comps = small_components()
     weights = collection_throughput.initial_weights(comps)
-    cworkers = LocalCWorkerSet(CWorkerSpec(0, 2, False), comps)
+    cworkers = CWorkerSet(CWorkerSpec(0, 2, False), comps)
     try:
         out = collection_throughput.measure(cworkers, weights, mode, warmup_s=0.05, window_s=0.2)
         assert out["env_steps"] > 0 and out["env_steps"] % 16 == 0  # whole rollouts of 2 envs x 8 steps
@@ -46,7 +46,7 @@ def test_replay_window_trains_without_stepping_envs() -> None:
     comps = small_components(num_envs=4, num_steps=16)  # 64 env steps a round
     foreign = common.ForeignCPU(interval_s=None)
     with Scheme(SCHEME.scheme, comps) as scheme:
-        gworker = scheme.learner.gworkers.gworker
+        gworker = scheme.learner.gworkers.workers[0]
         replay = async_overlap.ReplayCollection(gworker.collection, keep=3)
         gworker.collection = replay
         cworker = gworker.cworkers.workers[0]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,7 @@ from colonyrl.launch.checkpoint import load_checkpoint
 from colonyrl.launch.config import RunConfig, TrainConfig
 from colonyrl.launch.train import train
 from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
-from colonyrl.storage.replay import ReplayConfig, ReplayCorruptionError, load_dataset
+from colonyrl.storage.replay import ReplayConfig, ReplayCorruptionError, ReplayMemory, load_dataset
 
 #: A small SAC on Pendulum: 2 envs x 4 steps a round, 8 updates a round once 64 are stored.
 SAC_SMALL = TrainConfig(
@@ -106,7 +107,7 @@ def test_crc_debug_names_the_cworker_of_a_transition_corrupted_in_the_memory() -
         learner = scheme.learner
         while learner.num_updates < 20:  # clean data: every sampled transition verifies
             learner.step()
-        memory = learner.gworkers.gworker.storage
+        memory = learner.gworkers.workers[0].storage
         memory.arrays["obs"][: len(memory)] += 1.0  # bytes flipped after the CWorker checksummed them
         with pytest.raises(ReplayCorruptionError, match=r"g0\.c0"):
             for _ in range(20):
@@ -129,15 +130,72 @@ def test_resume_onto_two_gworkers_deals_the_memory_out_and_trains_without_a_burs
     assert 0 < resumed.counters["updates"] - first.counters["updates"] <= new_steps / 2
 
 
+@pytest.mark.ray
+def test_resume_onto_two_gworkers_keeps_an_n_step_prioritized_memory(ray_local) -> None:
+    """An n-step memory is dealt out as stored (n-step returns, discounts, lookahead observations,
+    priorities): the two new GWorkers hold exactly the saved transitions, in order. Only each
+    sub-env's waiting tail (its last n - 1 steps, targets not known yet) is not carried."""
+    cfg = SAC_SMALL.replace(storage=SAC_SMALL.storage.replace(n_step=3, prioritized=True))
+    with Scheme(cfg.scheme, cfg.components()) as scheme:
+        learner = scheme.learner
+        while learner.env_steps < 120:  # 2 envs x 60 steps, inside Pendulum's first 200-step episode
+            learner.step()
+        learner.finish_round()
+        saved = learner.state_dict()
+    memory = saved["workers"][0]["storage"]
+    waiting = sum(int(tail["needed"].sum()) for tail in memory["pending"].values())
+    assert waiting == 2 * (3 - 1) and int(memory["size"]) == 120 - waiting
+    two = SchemeConfig(num_grad_workers=2, num_col_workers=1, grad_worker_resources=Resources(num_cpus=0.25),
+                       col_worker_resources=Resources(num_cpus=0.25), worker_timeout_s=120.0)
+    with Scheme(two, cfg.components()) as scheme:
+        assert scheme.learner.load_state_dict(saved) is False  # other worker counts: envs start afresh
+        parts = [w["storage"] for w in scheme.learner.gworkers.get_states()]
+    assert [int(p["size"]) for p in parts] == [58, 58]
+    for name, column in memory["arrays"].items():
+        assert torch.equal(torch.cat([p["arrays"][name] for p in parts]), column), name
+    assert torch.equal(torch.cat([p["priorities"] for p in parts]), memory["priorities"])
+
+
+def test_redistributed_crc_memories_keep_their_order_checksums_and_worker_names() -> None:
+    """The memory side of a resume onto other worker counts: two wrapped n-step rings dealt over
+    three memories keep every stored slot oldest first, every slot still verifies, and a slot
+    corrupted afterwards names the CWorker that sent it (not the GWorker that now holds it)."""
+    obs_space, act_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32), gym.spaces.Discrete(2)
+    config = ReplayConfig(num_steps=5, memory_size=16, n_step=2, crc_debug=True)
+    rng = np.random.default_rng(0)
+    memories = []
+    for g in range(2):
+        cworker, memory = config.build(obs_space, act_space, 2), config.build(obs_space, act_space, 2)
+        for _ in range(4):  # 4 rounds x 5 steps x 2 envs: 38 stored (one waits per env), 16 kept
+            for _ in range(5):
+                cworker.insert(rng.normal(size=(2, 3)).astype(np.float32), rng.integers(0, 2, 2), rng.normal(size=2),
+                               np.zeros(2, bool), np.zeros(2, bool), np.ones(2, bool), {})
+            cworker.finish(rng.normal(size=(2, 3)).astype(np.float32), {})
+            memory.add_data(cworker.get_data(), f"g{g}.c0")
+        memories.append(memory)
+    parts = ReplayMemory.redistribute(memories, 3)
+    seeded = [config.build(obs_space, act_space, 2) for _ in parts]
+    for memory, part in zip(seeded, parts, strict=True):
+        memory.seed(part)
+    assert [len(m) for m in seeded] == [10, 10, 12]  # chunks of 5, 5 and 6 of each memory
+    for memory, (lo, hi) in zip(seeded, ((0, 5), (5, 10), (10, 16)), strict=True):
+        expected = np.concatenate([m.transitions()["obs"][lo:hi] for m in memories])
+        np.testing.assert_array_equal(memory.transitions()["obs"], expected)
+        memory.sample(256, torch.Generator().manual_seed(0))  # crc_debug: every sampled slot verifies
+    seeded[0].arrays["obs"][7] += 1.0  # slots 5-9 of the first came from g1's memory
+    with pytest.raises(ReplayCorruptionError, match=r"worker 'g1\.c0'"):
+        seeded[0].sample(256, torch.Generator().manual_seed(0))
+
+
 def test_replacing_the_env_keeps_the_memory() -> None:
     with Scheme(SAC_SMALL.scheme, SAC_SMALL.components()) as scheme:
         learner = scheme.learner
         while learner.env_steps < 200:
             learner.step()
         learner.finish_round()
-        memory = learner.gworkers.gworker.storage
+        memory = learner.gworkers.workers[0].storage
         size = len(memory)
         learner.replace_component("env", SAC_SMALL.env.replace(kwargs={"g": 12.0}))
-        assert learner.gworkers.gworker.storage is memory and len(memory) == size
+        assert learner.gworkers.workers[0].storage is memory and len(memory) == size
         learner.step()
-        assert len(memory) == size + 8 and learner.gworkers.gworker.cworkers.call("inspect")[0]["components"].env.kwargs == {"g": 12.0}
+        assert len(memory) == size + 8 and learner.gworkers.workers[0].cworkers.inspect()[0]["components"].env.kwargs == {"g": 12.0}

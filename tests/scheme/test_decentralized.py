@@ -30,7 +30,7 @@ def test_gworkers_hold_bit_identical_weights_after_allreduced_updates(ray_local)
         for _ in range(25):
             learner.step()
         assert learner.version == learner.num_updates > 0
-        weights = [w.arrays for w in learner.gworkers.call("get_weights")]
+        weights = [w.arrays for w in learner.gworkers.get_weights()]
         for other in weights[1:]:
             for key, value in weights[0].items():
                 assert np.array_equal(value, other[key]), key  # bit-identical, not just close

@@ -30,8 +30,8 @@ def _components(**env: object) -> Components:
 
 
 def _kill(learner, worker: str) -> None:
-    cworkers = learner.gworkers.gworker.cworkers
-    pid = cworkers.call("pid")[cworkers.names.index(worker)]
+    cworkers = learner.gworkers.workers[0].cworkers
+    pid = cworkers.pids()[cworkers.names.index(worker)]
     os.kill(pid, signal.SIGKILL)
 
 
@@ -55,7 +55,7 @@ def test_killed_cworker_is_replaced_with_current_components(ray_local, collectio
         assert learner.totals["restarts"] == 1
         assert learner.totals["lost_env_steps"] == 4 * 32
         assert learner.env_steps > steps_before
-        inspected = {w["name"]: w for w in learner.gworkers.gworker.cworkers.call("inspect")}
+        inspected = {w["name"]: w for w in learner.gworkers.workers[0].cworkers.inspect()}
         # built with the current components, and acting weights only (no optimizer)
         assert inspected["g0.c1"]["algo"].lr == 5e-4 and inspected["g0.c1"]["has_optimizer"] is False
         assert learner.pop_metrics()["restarts"] == 1
@@ -108,9 +108,9 @@ def test_killed_gworker_is_recreated_with_its_cworkers(ray_local, gradients: str
         learner.update_algorithm_parameter("lr", 5e-4)  # made before the death: the new GWorker has it
         # g1 is inside a round (10 updates a round, 12 steps taken): the round's 2 x 4 x 32 env steps
         # were collected and counted, and are lost with it before their last updates.
-        g1_mid_round = not learner.gworkers.call("at_round_boundary")[1]
+        g1_mid_round = not learner.gworkers.at_round_boundary()[1]
         assert g1_mid_round or gradients == "async"  # sync: every GWorker is at its 2nd update of round 2
-        old_pid = learner.gworkers.call("pid")[1]
+        old_pid = learner.gworkers.pids()[1]
         os.kill(old_pid, signal.SIGKILL)
         version = learner.version
         deadline = time.perf_counter() + 60
@@ -122,13 +122,13 @@ def test_killed_gworker_is_recreated_with_its_cworkers(ray_local, gradients: str
         assert learner.totals["restarts"] == 2  # g1's two CWorkers, re-created with it
         assert learner.totals["lost_env_steps"] == (2 * 4 * 32 if g1_mid_round else 0)
         assert learner.version >= version + 30
-        assert learner.gworkers.call("pid")[1] != old_pid
-        g1 = learner.gworkers.call("inspect")[1]
+        assert learner.gworkers.pids()[1] != old_pid
+        g1 = learner.gworkers.inspect()[1]
         assert g1["algo"].lr == 5e-4 and g1["optimizer_lrs"] == [5e-4]
         assert [c["name"] for c in g1["cworkers"]] == ["g1.c0", "g1.c1"]
         assert all(c["algo"].lr == 5e-4 for c in g1["cworkers"])
         if update == "decentralized":  # replicas identical again, weights and Adam moments alike
-            a, b = learner.gworkers.call("algo_state")
+            a, b = learner.gworkers.algo_states()
             assert a["version"] == b["version"]
             for x, y in zip(a["algo"]["actor"].values(), b["algo"]["actor"].values(), strict=True):
                 assert torch.equal(x, y)

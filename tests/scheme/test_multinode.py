@@ -100,10 +100,10 @@ DECENTRALIZED_SCRIPT = textwrap.dedent("""
         initial = learner.algo.get_weights()
         for _ in range(4):
             learner.step()
-        gnodes = learner.gworkers.call("node")
-        actors = learner.gworkers.actors
+        gnodes = learner.gworkers.nodes()
+        actors = learner.gworkers.workers
         stores = ray.get([a.__ray_call__.remote(rendezvous) for a in actors], timeout=60)
-        weights = [w.arrays for w in learner.gworkers.call("get_weights")]
+        weights = [w.arrays for w in learner.gworkers.get_weights()]
         out = {"gnodes": gnodes, "node_ips": node_ips, "stores": stores,
                "num_updates": learner.num_updates, "version": learner.version,
                "same_keys": sorted(weights[0]) == sorted(weights[1]) == sorted(initial),

@@ -57,8 +57,8 @@ SCRIPT = textwrap.dedent("""
                        col_worker_resources=Resources(num_cpus=0.0, custom={"cw": 1.0}))
 
     def placement(learner):
-        gnodes = learner.gworkers.call("node")
-        cnodes = [n for per_g in learner.gworkers.call("cworker_nodes") for n in per_g]
+        gnodes = learner.gworkers.nodes()
+        cnodes = [n for per_g in learner.gworkers.cworker_nodes() for n in per_g]
         return gnodes, cnodes
 
     out = {"head": head, "collectors": collectors.node_id, "learners": learners.node_id, "evals": []}

@@ -48,11 +48,11 @@ def test_sac_trains_in_every_mode_with_one_memory_per_gworker(ray_local, collect
         assert "policy_lag" in metrics and np.isfinite(metrics["critic_loss"])
         learner.sync_weights()
         assert all(np.isfinite(v).all() for v in learner.algo.get_weights().values())
-        states = learner.gworkers.call("get_state")
+        states = learner.gworkers.get_states()
         sizes = [int(s["storage"]["size"]) for s in states]  # each GWorker's own memory, fed by its 2 CWorkers
         assert all(size > 0 for size in sizes) and sum(sizes) <= learner.env_steps
         if update == "decentralized":  # the replicas stay equal, target critics included
-            first, second = (w.arrays for w in learner.gworkers.call("get_weights"))
+            first, second = (w.arrays for w in learner.gworkers.get_weights())
             for key in first:
                 np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 
@@ -67,7 +67,7 @@ def test_offpolicy_runtime_updates_reach_who_uses_them(ray_local) -> None:
             assert learner.update_algorithm_parameter(name, value).workers == gworkers, name
         for name, value in (("alpha", 0.5), ("beta", 0.7)):
             assert learner.update_storage_parameter(name, value).workers == gworkers, name
-        for g in learner.gworkers.call("inspect"):
+        for g in learner.gworkers.inspect():
             assert (g["algo"].lr, g["algo"].tau, g["algo"].batch_size, g["algo"].updates_per_step) == (5e-4, 0.01, 16, 1.0)
             assert (g["storage"].alpha, g["storage"].beta) == (0.5, 0.7)
             assert set(g["optimizer_lrs"]) == {5e-4}
@@ -87,5 +87,5 @@ def test_dqn_epsilon_reaches_every_cworker(ray_local) -> None:
         learner.step()
         change = learner.update_algorithm_parameter("epsilon", 0.05)
         assert set(change.workers) == set(learner.worker_names)  # an acting parameter: CWorkers too
-        for g in learner.gworkers.call("inspect"):
+        for g in learner.gworkers.inspect():
             assert g["algo"].epsilon == 0.05 and all(c["components"].algo.epsilon == 0.05 for c in g["cworkers"])

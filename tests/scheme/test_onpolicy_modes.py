@@ -49,6 +49,6 @@ def test_on_policy_algorithm_trains_in_another_mode(ray_local, name: str, collec
         learner.sync_weights()
         assert all(np.isfinite(v).all() for v in learner.algo.get_weights().values())
         if update == "decentralized":  # every replica applied the same averaged gradients
-            first, second = (w.arrays for w in learner.gworkers.call("get_weights"))
+            first, second = (w.arrays for w in learner.gworkers.get_weights())
             for key in first:
                 np.testing.assert_array_equal(first[key], second[key], err_msg=key)

@@ -30,7 +30,7 @@ def _scheme(**kw: float) -> SchemeConfig:
 
 def test_round_ends_at_the_fraction_and_the_stragglers_partial_rollout_is_used(ray_local) -> None:
     with Scheme(_scheme(fraction_workers=0.5, fraction_samples=0.25), COMPONENTS) as scheme:
-        cworkers = scheme.learner.gworkers.gworker.cworkers
+        cworkers = scheme.learner.gworkers.workers[0].cworkers
         weights = Weights(0, scheme.learner.algo.get_weights())
         cworkers.collect(weights, 2)  # warm-up: actors started, code imported
         for _ in range(3):

@@ -66,7 +66,7 @@ def test_remote_gworkers_hold_the_learners_weights_version(ray_local) -> None:
             windows.append((before - prev_after, after - prev_before))  # shortest, longest it can be
             prev_before, prev_after = before, after
         assert learner.version == 6
-        for w in learner.gworkers.call("get_weights"):  # they set version-5 weights for the 6th step
+        for w in learner.gworkers.get_weights():  # they set version-5 weights for the 6th step
             assert w.version == 5
         # a round per GWorker: 2 CWorkers x 2 envs x 16 steps = 64 samples = 2 minibatches x 2 epochs
         # = 4 updates, so 6 updates took 2 rounds on each of the 2 GWorkers
@@ -87,7 +87,7 @@ def test_remote_gworkers_hold_the_learners_weights_version(ray_local) -> None:
 
 def test_remote_cworkers_use_distinct_seeds(ray_local) -> None:
     with Scheme(_scheme(1, 2), _components()) as scheme:
-        gworker = scheme.learner.gworkers.gworker  # one GWorker in-process, CWorkers on Ray
+        gworker = scheme.learner.gworkers.workers[0]  # one GWorker in-process, CWorkers on Ray
         rollouts = gworker.cworkers.collect(Weights(7, gworker.algo.get_weights()))
         assert [r.worker for r in rollouts] == ["g0.c0", "g0.c1"]
         assert all(r.version == 7 for r in rollouts)  # every rollout carries the version that made it
@@ -189,7 +189,7 @@ def _check_logged_lag_and_fps(uri: str, run_id: str, cfg: TrainConfig, counters:
 def test_remote_collection_is_reproducible_for_a_seed(ray_local) -> None:
     def first_actions() -> list:
         with Scheme(_scheme(1, 2), _components()) as scheme:
-            gworker = scheme.learner.gworkers.gworker
+            gworker = scheme.learner.gworkers.workers[0]
             rollouts = gworker.cworkers.collect(Weights(0, gworker.algo.get_weights()))
             return [r.data["actions"].copy() for r in rollouts]
 

@@ -56,7 +56,7 @@ def test_hot_path_calls_record_no_task_events(ray_local) -> None:
     actor = remote.as_remote(TaskEventsProbe, num_cpus=0, control_group=True).remote()
     actor_id = actor._actor_id.binary()
     try:
-        # The hot-path calls first, as scheme/worker_set.py makes them ...
+        # The hot-path calls first, as the worker sets make them (remote.RayActors) ...
         ray.get([actor.collect.remote(None, i, 1.0) for i in range(CALLS)])
         ray.get([actor.step.remote(i, None) for i in range(CALLS)])
         ray.get([actor.start_round.remote(i, None) for i in range(CALLS)])

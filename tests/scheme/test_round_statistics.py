@@ -80,7 +80,7 @@ def test_remote_gworkers_standardize_with_the_union_of_their_rounds(ray_local, u
                        grad_worker_resources=Resources(num_cpus=0.25), worker_timeout_s=60.0)
     with Scheme(cfg, COMPONENTS) as scheme:
         scheme.learner.step()
-        actors = scheme.learner.gworkers.actors
+        actors = scheme.learner.gworkers.workers
         seen = ray.get([a.__ray_call__.remote(lambda g: (g.storage.advantage_moments, g._next_batch.advantage_stats))
                         for a in actors])
     (own0, stats0), (own1, stats1) = seen

@@ -26,7 +26,7 @@ SMALL = Resources(num_cpus=0.25)
 def _every_worker(learner: Any) -> list[dict[str, Any]]:
     """inspect() of every GWorker and CWorker, flattened."""
     out = []
-    for g in learner.gworkers.call("inspect"):
+    for g in learner.gworkers.inspect():
         out.append(g)
         out.extend(g["cworkers"])
     return out

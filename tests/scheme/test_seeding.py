@@ -42,7 +42,7 @@ def _remote_gworkers_run(fn) -> dict[str, list]:
     cfg = SchemeConfig(num_grad_workers=2, num_col_workers=1, grad_worker_resources=Resources(num_cpus=0.25),
                        worker_timeout_s=60.0)
     with Scheme(cfg, COMPONENTS) as scheme:
-        out = ray.get([a.__ray_call__.remote(fn) for a in scheme.learner.gworkers.actors])
+        out = ray.get([a.__ray_call__.remote(fn) for a in scheme.learner.gworkers.workers])
     return dict(out)
 
 
