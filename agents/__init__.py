@@ -1,5 +1,5 @@
-"""colonyrl.agents: networks, action distributions and algorithms (PPO, adaptive-KL PPO, recurrent
-PPO, PG, A2C, IMPALA, APPO, SAC, TD3, DDPG, DQN).
+"""colonyrl.agents: networks, action distributions and algorithms (PPO, adaptive-KL PPO, PG, A2C,
+IMPALA, APPO and their recurrent (GRU/LSTM) variants, SAC, TD3, DDPG, DQN).
 
 Imports torch and gymnasium, never Ray.
 """
@@ -43,6 +43,10 @@ from colonyrl.agents.ppo import (
     value_loss,
 )
 from colonyrl.agents.recurrent import RecurrentActorCritic, RecurrentActorCriticPolicy, RecurrentPolicyExport
+from colonyrl.agents.recurrent_a2c import RecurrentA2C, RecurrentA2CConfig
+from colonyrl.agents.recurrent_appo import RecurrentAPPO, RecurrentAPPOConfig, recurrent_appo_loss
+from colonyrl.agents.recurrent_impala import RecurrentIMPALA, RecurrentIMPALAConfig, recurrent_impala_loss
+from colonyrl.agents.recurrent_pg import RecurrentPG, RecurrentPGConfig, recurrent_pg_loss
 from colonyrl.agents.recurrent_ppo import RecurrentPPO, RecurrentPPOConfig, recurrent_ppo_loss
 from colonyrl.agents.sac import SAC, SACConfig
 from colonyrl.agents.sac_discrete import DiscreteSAC
@@ -62,6 +66,17 @@ __all__ = [
     "RecurrentPPO",
     "RecurrentPPOConfig",
     "recurrent_ppo_loss",
+    "RecurrentPG",
+    "RecurrentPGConfig",
+    "recurrent_pg_loss",
+    "RecurrentA2C",
+    "RecurrentA2CConfig",
+    "RecurrentIMPALA",
+    "RecurrentIMPALAConfig",
+    "recurrent_impala_loss",
+    "RecurrentAPPO",
+    "RecurrentAPPOConfig",
+    "recurrent_appo_loss",
     "ActOut",
     "Algorithm",
     "AlgorithmConfig",

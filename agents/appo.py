@@ -18,13 +18,13 @@ import gymnasium as gym
 import torch
 
 from colonyrl.agents.base import SequencePlan
-from colonyrl.agents.impala import evaluate_vtrace, rho_stats
+from colonyrl.agents.impala import VTraceEval, evaluate_vtrace, rho_stats
 from colonyrl.agents.networks import ActorCritic, ActorCriticConfig
 from colonyrl.agents.on_policy import ActorCriticConfigMixin, OnPolicyAlgorithm
 from colonyrl.agents.ppo import policy_loss, value_loss
 from colonyrl.config import Config, param
 
-__all__ = ["APPOConfig", "APPO", "APPOLoss", "appo_loss"]
+__all__ = ["APPOConfig", "APPO", "APPOLoss", "appo_loss", "appo_objective"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -76,7 +76,12 @@ class APPOLoss(NamedTuple):
 
 def appo_loss(actor: ActorCritic, batch: Any, cfg: APPOConfig) -> APPOLoss:
     """Total = L^CLIP(pi/mu, A^V-trace) + vf_coef * 0.5 E[(v_s - V)^2] - ent_coef * entropy."""
-    ev = evaluate_vtrace(actor, batch, cfg.rho_bar, cfg.c_bar, cfg.pg_rho_bar, cfg.vtrace_lambda)
+    return appo_objective(evaluate_vtrace(actor, batch, cfg.rho_bar, cfg.c_bar, cfg.pg_rho_bar, cfg.vtrace_lambda), cfg)
+
+
+def appo_objective(ev: VTraceEval, cfg: Any) -> APPOLoss:
+    """:func:`appo_loss` from a V-trace evaluation (agents/impala.py ``evaluate_vtrace``, or the
+    recurrent one of agents/recurrent_impala.py); ``cfg`` has APPO's loss coefficients."""
     adv = ev.targets.pg_advantages
     if cfg.normalize_advantage and adv.numel() > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)

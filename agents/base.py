@@ -24,6 +24,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from colonyrl.agents.tensors import leading_dim
+
 __all__ = ["ExtraSpec", "ActOut", "EpochPlan", "SequencePlan", "ReplayPlan", "UpdatePlan", "GradientResult", "Batch",
            "num_samples", "Policy", "StatefulPolicy", "initial_state", "Algorithm", "EndsRounds", "AlgorithmConfig"]
 
@@ -110,7 +112,7 @@ def num_samples(batch: Any) -> int:
     """The transitions a batch trains on, by which the gradients of several GWorkers are weighted:
     its ``num_samples`` field if it has one (time-major batches), else the length of ``obs``."""
     count = getattr(batch, "num_samples", None)
-    return int(batch.obs.shape[0]) if count is None else int(count)
+    return leading_dim(batch.obs) if count is None else int(count)
 
 
 @runtime_checkable

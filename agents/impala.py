@@ -25,13 +25,15 @@ import gymnasium as gym
 import torch
 
 from colonyrl.agents.base import SequencePlan
-from colonyrl.agents.networks import ActorCritic, ActorCriticConfig
+from colonyrl.agents.networks import ActorCritic, ActorCriticBase, ActorCriticConfig
 from colonyrl.agents.on_policy import ActorCriticConfigMixin, OnPolicyAlgorithm
 from colonyrl.agents.ppo import value_loss
+from colonyrl.agents.tensors import map_obs
 from colonyrl.config import Config, param
 from colonyrl.storage.vtrace import VTraceReturns, vtrace
 
-__all__ = ["IMPALAConfig", "IMPALA", "IMPALALoss", "VTraceEval", "evaluate_vtrace", "impala_loss", "make_optimizer"]
+__all__ = ["IMPALAConfig", "IMPALA", "IMPALALoss", "VTraceEval", "evaluate_vtrace", "vtrace_from_outputs", "impala_loss",
+           "impala_objective", "make_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -85,11 +87,23 @@ class VTraceEval(NamedTuple):
 def evaluate_vtrace(actor: ActorCritic, batch: Any, rho_bar: float | None, c_bar: float | None,
                     pg_rho_bar: float | None, lam: float = 1.0) -> VTraceEval:
     """One forward pass over ``batch.obs`` ``[L+1, C, ...]`` (the last row gives V(x_L), the
-    bootstrap), V-trace over ``[L, C]`` with the batch's gamma, then the valid steps only."""
+    bootstrap), then :func:`vtrace_from_outputs`."""
     steps, columns = batch.rewards.shape
-    params, values = actor(batch.obs.reshape((steps + 1) * columns, *batch.obs.shape[2:]))
-    values = values.view(steps + 1, columns)
-    dist = actor.make_distribution(params[:steps * columns])
+    params, values = actor(map_obs(lambda o: o.flatten(0, 1), batch.obs))  # [L+1, C, ...] -> [(L+1) C, ...]
+    return vtrace_from_outputs(actor, params.view(steps + 1, columns, *params.shape[1:]),
+                               values.view(steps + 1, columns), batch, rho_bar, c_bar, pg_rho_bar, lam)
+
+
+def vtrace_from_outputs(actor: ActorCriticBase, params: torch.Tensor, values: torch.Tensor, batch: Any,
+                        rho_bar: float | None, c_bar: float | None, pg_rho_bar: float | None,
+                        lam: float = 1.0) -> VTraceEval:
+    """V-trace over ``[L, C]`` with the batch's gamma, from the current networks' outputs at the
+    batch's L + 1 observations: ``params`` ``[L+1, C, ...]`` (logits or means; the last row is not
+    read) and ``values`` ``[L+1, C]`` (the last row: the bootstrap V(x_L)); then the valid steps
+    only. A recurrent network's outputs come from its core unrolled over the batch
+    (agents/recurrent_impala.py); the targets are computed the same way from them."""
+    steps, columns = batch.rewards.shape
+    dist = actor.make_distribution(params[:steps].reshape(steps * columns, *params.shape[2:]))
     logp = dist.log_prob(batch.actions.reshape(steps * columns, *batch.actions.shape[2:])).view(steps, columns)
     targets = vtrace(batch.logp_old, logp.detach(), batch.rewards, values[:-1].detach(), values[-1].detach(),
                      batch.terminated, batch.truncated, batch.valid, batch.gamma, rho_bar, c_bar, pg_rho_bar, lam)
@@ -112,7 +126,12 @@ class IMPALALoss(NamedTuple):
 
 def impala_loss(actor: ActorCritic, batch: Any, cfg: IMPALAConfig) -> IMPALALoss:
     """Total = -E[A^V-trace log pi] + vf_coef * 0.5 E[(v_s - V)^2] - ent_coef * entropy (§4.2)."""
-    ev = evaluate_vtrace(actor, batch, cfg.rho_bar, cfg.c_bar, cfg.pg_rho_bar, cfg.vtrace_lambda)
+    return impala_objective(evaluate_vtrace(actor, batch, cfg.rho_bar, cfg.c_bar, cfg.pg_rho_bar, cfg.vtrace_lambda),
+                            cfg)
+
+
+def impala_objective(ev: VTraceEval, cfg: Any) -> IMPALALoss:
+    """:func:`impala_loss` from a V-trace evaluation (``cfg`` has ``vf_coef``, ``ent_coef``, ``rho_bar``)."""
     pg_loss = -(ev.targets.pg_advantages * ev.logp).mean()
     v_loss = value_loss(ev.values, ev.values, ev.targets.vs, None)  # 0.5 MSE (no clipping: no old values)
     entropy = ev.entropy.mean()

@@ -7,7 +7,14 @@ and 3, https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/)
 weights with gain sqrt(2) on hidden layers, 0.01 on the policy head, 1.0 on the value head, zero
 biases; Box actions use a state-independent log-std parameter (detail 5 of the continuous part).
 
-``PolicyExport`` turns a trained actor into a plain ``torch.export`` program: obs -> env action.
+Observations go through an encoder chosen from the observation space (agents/encoders.py:
+flattened Box, one-hot Discrete, the Nature CNN on uint8 images, one encoder per key of a Dict),
+shared by the policy and the value function (SB3's ``share_features_extractor=True`` default,
+CleanRL ppo_atari.py's one ``network``); ``hidden_sizes`` are the MLP layers on its features
+(``()`` on an image: CleanRL's and SB3's Atari layout, linear heads on the CNN's 512 features).
+
+``PolicyExport`` turns a trained actor into a plain ``torch.export`` program: obs -> env action
+(obs a tensor, or a dict of tensors for a Dict space; uint8 images as uint8).
 ``ActorCriticBase`` holds what the recurrent actor-critics (agents/recurrent.py) share with it.
 """
 
@@ -16,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from colonyrl.agents.distributions import (
@@ -32,9 +39,11 @@ from colonyrl.agents.distributions import (
     clip_action,
     squash_action,
 )
+from colonyrl.agents.encoders import EncoderKind, Obs, make_encoder
 from colonyrl.config import Config, ConfigError, param
 
-__all__ = ["ActorCriticConfig", "ActorCriticBase", "ActorCritic", "PolicyExport", "export_module", "export_policy"]
+__all__ = ["ActorCriticConfig", "ActorCriticBase", "ActorCritic", "PolicyExport", "example_batch", "export_module",
+           "export_policy"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -48,11 +57,17 @@ class ActorCriticConfig(Config):
     log_std_init: float = 0.0  # initial log-std of Box actions (SB3 default 0.0)
     squash: bool = False  # Box: tanh-squash to the bounds instead of clipping the sample
     #: A recurrent core between the MLP encoder (``hidden_sizes``) and the heads (agents/recurrent.py):
-    #: None = feed-forward. Only algorithms that declare ``recurrent = True`` (recurrent-ppo) take it.
+    #: None = feed-forward. Only algorithms that declare ``recurrent = True`` (the recurrent-* ones) take it.
     recurrent: Literal["gru", "lstm"] | None = None
     #: Units of each recurrent core. The state per env is [K, hidden_state_size]: K = 1 (h) for a GRU,
     #: 2 (h, c) for an LSTM, twice that with ``shared_trunk=False`` (policy and value cores apart).
     hidden_state_size: int = param(64, ge=1)
+    #: The observation encoder (agents/encoders.py): "auto" picks it from the space (the Nature CNN
+    #: for uint8 images of at least 36x36, flattened otherwise, one per key of a Dict); "mlp"
+    #: flattens every Box; "cnn" puts the CNN on every 3-D Box. Every algorithm's networks use it.
+    encoder: EncoderKind = "auto"
+    #: Features of the CNN's dense layer (512 in Mnih et al. 2015).
+    cnn_features_dim: int = param(512, ge=1)
 
     def _check(self) -> None:
         if any(h <= 0 for h in self.hidden_sizes):
@@ -62,7 +77,8 @@ class ActorCriticConfig(Config):
         """The feed-forward actor-critic (a recurrent one: agents/recurrent.py ``RecurrentActorCritic``)."""
         if self.recurrent is not None:
             raise ConfigError("ActorCriticConfig.recurrent", self.recurrent,
-                              "None for a feed-forward algorithm ('gru'/'lstm' need algo recurrent-ppo)")
+                              "None for a feed-forward algorithm ('gru'/'lstm' need a recurrent-* algo: "
+                              "recurrent-ppo, recurrent-pg, recurrent-a2c, recurrent-impala, recurrent-appo)")
         return ActorCritic(self, observation_space, action_space)
 
 
@@ -87,7 +103,7 @@ def _mlp(n_in: int, cfg: ActorCriticConfig, n_out: int | None, out_gain: float) 
 
 class ActorCriticBase(nn.Module):
     """What every actor-critic shares, feed-forward or recurrent (agents/recurrent.py): the
-    observation layout (flattened Box, one-hot Discrete), the action layout with its distribution
+    observation encoder (agents/encoders.py), the action layout with its distribution
     (Categorical, DiagGaussian with a state-independent log-std, tanh-squashed) and the mapping
     from stored actions to env actions. ``n_out`` is the size the policy head must output."""
 
@@ -100,12 +116,10 @@ class ActorCriticBase(nn.Module):
 
     # -- construction -------------------------------------------------------------------------
     def _setup_obs(self, space: gym.Space) -> None:
-        if isinstance(space, gym.spaces.Box):
-            self.obs_dim, self._obs_onehot, self._obs_start = int(np.prod(space.shape)), False, 0
-        elif isinstance(space, gym.spaces.Discrete):
-            self.obs_dim, self._obs_onehot, self._obs_start = int(space.n), True, int(space.start)
-        else:
-            raise ConfigError("ActorCritic.observation_space", space, "a Box (flattened) or a Discrete (one-hot)")
+        """The encoder (agents/encoders.py) and its feature size ``obs_dim``; registered first, so a
+        parameterless one (flat Box, Discrete) leaves the parameter order of a plain MLP."""
+        self.encoder = make_encoder(space, self.config.encoder, self.config.cnn_features_dim, self.config.ortho_init)
+        self.obs_dim = self.encoder.dim
 
     def _setup_actions(self, space: gym.Space, config: ActorCriticConfig) -> int:
         """Set the action layout; return the size of the policy head's output."""
@@ -127,12 +141,10 @@ class ActorCriticBase(nn.Module):
         return int(np.prod(self.action_shape))
 
     # -- forward ------------------------------------------------------------------------------
-    def preprocess(self, obs: torch.Tensor) -> torch.Tensor:
-        """Obs [B, *obs_shape] (any dtype) -> float32 [B, obs_dim]; Discrete obs one-hot."""
-        if self._obs_onehot:
-            return F.one_hot(obs.long().reshape(-1) - self._obs_start, self.obs_dim).float()
-        x = obs if obs.dim() == 2 else obs.reshape(obs.shape[0], -1)
-        return x.float()  # no-op for float32; uint8 images become 0..255 floats (scale in the env)
+    def preprocess(self, obs: Obs) -> torch.Tensor:
+        """Obs [B, *obs_shape] (any dtype; a dict of them for a Dict space) -> float32 [B, obs_dim]:
+        the encoder's features (Box flattened, Discrete one-hot, uint8 images / 255 through the CNN)."""
+        return self.encoder(obs)
 
     def _shape_params(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.is_discrete or len(self.action_shape) == 1 else out.view(-1, *self.action_shape)
@@ -168,29 +180,29 @@ class ActorCritic(ActorCriticBase):
             self.vf = _mlp(self.obs_dim, config, 1, 1.0)
 
     # -- forward ------------------------------------------------------------------------------
-    def policy_params(self, obs: torch.Tensor) -> torch.Tensor:
+    def policy_params(self, obs: Obs) -> torch.Tensor:
         """Logits [B, n] (Discrete) or the Gaussian mean [B, *action_shape] (Box)."""
         x = self.preprocess(obs)
         return self._shape_params(self.pi(x if self.trunk is None else self.trunk(x)))
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits or mean, value [B])."""
         x = self.preprocess(obs)
         if self.trunk is not None:
             x = self.trunk(x)
         return self._shape_params(self.pi(x)), self.vf(x).squeeze(-1)
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
+    def value(self, obs: Obs) -> torch.Tensor:
         """V(obs) [B] (only the value path runs when the trunk is not shared)."""
         x = self.preprocess(obs)
         return self.vf(x if self.trunk is None else self.trunk(x)).squeeze(-1)
 
-    def distribution(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+    def distribution(self, obs: Obs) -> tuple[Distribution, torch.Tensor]:
         params, value = self(obs)
         return self.make_distribution(params), value
 
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False
+        self, obs: Obs, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(action to store, env action, log-prob [B], value [B]); call under no_grad/inference_mode."""
         dist, value = self.distribution(obs)
@@ -209,27 +221,45 @@ class PolicyExport(nn.Module):
         super().__init__()
         self.actor = actor
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: Obs) -> torch.Tensor:
         params = self.actor.policy_params(obs)
         mode = params.argmax(-1) if self.actor.is_discrete else params
         return self.actor.to_env_action(mode)
+
+
+def example_batch(space: gym.Space, batch_size: int) -> Obs:
+    """``batch_size`` samples of ``space`` stacked as tensors of its dtype (uint8 stays uint8); a
+    dict of them, in the space's key order, for a Dict."""
+    if isinstance(space, gym.spaces.Dict):
+        return {key: example_batch(sub, batch_size) for key, sub in space.spaces.items()}
+    return torch.as_tensor(np.stack([space.sample() for _ in range(batch_size)]))
+
+
+def _dynamic_batch(example: Obs, batch: torch.export.Dim) -> dict:
+    """``torch.export`` dynamic shapes mirroring ``example``: dim 0 of every tensor is ``batch``."""
+    if isinstance(example, Mapping):
+        return {key: _dynamic_batch(value, batch) for key, value in example.items()}
+    return {0: batch}
 
 
 def export_module(module: nn.Module, observation_space: gym.Space, path: str,
                   batch_size: int = 2) -> torch.export.ExportedProgram:
     """Export ``module`` (obs -> env action) with a dynamic batch dimension and save it to ``path``.
 
-    The file runs with plain torch: ``torch.export.load(path).module()(obs)``. A module with a
-    ``state_shape`` attribute is a stateful policy's (agents/recurrent.py ``RecurrentPolicyExport``):
-    ``(obs, state [B, *state_shape]) -> (env action, next state)``, exported with a zero state.
+    The file runs with plain torch: ``torch.export.load(path).module()(obs)``; for a Dict space
+    ``obs`` is a dict of tensors with the space's keys, in its (sorted) key order, as gymnasium's
+    vector envs return them. A module with a ``state_shape`` attribute is a stateful policy's
+    (agents/recurrent.py ``RecurrentPolicyExport``): ``(obs, state [B, *state_shape]) -> (env action,
+    next state)``, exported with a zero state.
     """
-    example = torch.as_tensor(np.stack([observation_space.sample() for _ in range(max(batch_size, 2))]))
-    batch = torch.export.Dim("batch")  # example batch >= 2: torch.export specializes sizes 0 and 1
+    size = max(batch_size, 2)  # example batch >= 2: torch.export specializes sizes 0 and 1
+    example = example_batch(observation_space, size)
+    batch = torch.export.Dim("batch")
     state_shape = getattr(module, "state_shape", None)
-    inputs: tuple[torch.Tensor, ...] = (example,)
-    dynamic: tuple[dict[int, torch.export.Dim], ...] = ({0: batch},)
+    inputs: tuple[Obs, ...] = (example,)
+    dynamic: tuple[dict, ...] = (_dynamic_batch(example, batch),)
     if state_shape is not None:
-        inputs, dynamic = (example, torch.zeros(len(example), *state_shape)), ({0: batch}, {0: batch})
+        inputs, dynamic = (example, torch.zeros(size, *state_shape)), (dynamic[0], {0: batch})
     with torch.no_grad(), warnings.catch_warnings():
         # nn.LSTM / nn.GRU re-assign their ``_flat_weights`` list while traced: harmless here
         warnings.filterwarnings("ignore", message="The tensor attributes .*_flat_weights")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from colonyrl.agents.base import ActOut, ExtraSpec, ReplayPlan
-from colonyrl.agents.tensors import as_tensor, copy_into, load_grads
+from colonyrl.agents.tensors import as_tensor, copy_into, leading_dim, load_grads
 from colonyrl.config import ConfigError, from_dict
 
 __all__ = ["ReplayBatchLike", "td_target", "polyak_update", "as_tensor", "copy_into", "module_arrays",
@@ -127,8 +127,8 @@ class OffPolicyPolicy:
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
         if not deterministic and self.warmup_left > 0:
-            self.warmup_left -= int(obs.shape[0])
-            return self.random_act(int(obs.shape[0]))
+            self.warmup_left -= leading_dim(obs)
+            return self.random_act(leading_dim(obs))
         return self.policy_act(obs, deterministic)
 
     def policy_act(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:

@@ -27,6 +27,7 @@ import gymnasium as gym
 import torch
 
 from colonyrl.agents.base import EpochPlan
+from colonyrl.agents.distributions import Distribution
 from colonyrl.agents.networks import ActorCritic, ActorCriticConfig
 from colonyrl.agents.on_policy import (
     WHOLE_ROUND,
@@ -37,7 +38,7 @@ from colonyrl.agents.on_policy import (
 from colonyrl.agents.ppo import value_loss
 from colonyrl.config import Config, param
 
-__all__ = ["PGConfig", "PG", "PGLossOut", "reinforce_loss", "pg_loss"]
+__all__ = ["PGConfig", "PG", "PGLossOut", "reinforce_loss", "pg_loss", "pg_objective"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,8 +83,13 @@ def reinforce_loss(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
 def pg_loss(actor: ActorCritic, batch: Any, cfg: Any) -> PGLossOut:
     """Total = policy loss + vf_coef * value loss - ent_coef * entropy; ``cfg`` has ``vf_coef``,
     ``ent_coef`` and ``normalize_advantage`` (A2C uses this loss too, agents/a2c.py)."""
+    return pg_objective(*actor.distribution(batch.obs), batch, cfg)
+
+
+def pg_objective(dist: Distribution, values: torch.Tensor, batch: Any, cfg: Any) -> PGLossOut:
+    """:func:`pg_loss` given the current policy's distribution and values ``[B]`` at the batch's
+    B samples (the recurrent variants' come from an unrolled core: agents/recurrent_pg.py)."""
     adv = standardized_advantages(batch) if cfg.normalize_advantage else batch.advantages
-    dist, values = actor.distribution(batch.obs)
     pg = reinforce_loss(dist.log_prob(batch.actions), adv)
     v_loss = value_loss(values, batch.values_old, batch.returns, None)
     entropy = dist.entropy().mean()

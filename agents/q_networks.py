@@ -9,7 +9,8 @@ hidden layers are orthogonal with gain sqrt(2), policy heads 0.01 and value head
 Conventions (as SB3's ``TD3Policy`` / ``SACPolicy``): actors work in the unit box [-1, 1]^A
 (tanh output); :class:`ActionScaler` maps that to the env's bounds and back. Critics take the
 *unit* action, so replayed env-unit actions are rescaled first. Observations go through
-:class:`ObsEncoder` (flattened Box, one-hot Discrete), as ``ActorCritic.preprocess`` does.
+:func:`obs_encoder` (agents/encoders.py: flattened Box, one-hot Discrete, the Nature CNN on uint8
+images, one encoder per key of a Dict), as ``ActorCritic.preprocess`` does.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from colonyrl.agents.distributions import tanh_log_det_jacobian
+from colonyrl.agents.encoders import Encoder, make_encoder
 from colonyrl.config import ConfigError
 
-__all__ = ["ObsEncoder", "ActionScaler", "mlp", "SquashedGaussianActor", "DeterministicActor",
+__all__ = ["obs_encoder", "ActionScaler", "mlp", "SquashedGaussianActor", "DeterministicActor",
            "ContinuousCritic", "QNetwork", "DiscreteActor", "DiscreteCritic", "BoxActionExport",
            "ArgmaxExport", "box_action_space", "discrete_action_space"]
 
@@ -49,22 +51,12 @@ def discrete_action_space(space: gym.Space, where: str) -> gym.spaces.Discrete:
     return space
 
 
-class ObsEncoder(nn.Module):
-    """Obs [B, *obs_shape] (any dtype) -> float32 [B, dim]: Box flattened, Discrete one-hot."""
-
-    def __init__(self, space: gym.Space) -> None:
-        super().__init__()
-        if isinstance(space, gym.spaces.Box):
-            self.dim, self.onehot, self.start = int(np.prod(space.shape)), False, 0
-        elif isinstance(space, gym.spaces.Discrete):
-            self.dim, self.onehot, self.start = int(space.n), True, int(space.start)
-        else:
-            raise ConfigError("observation_space", space, "a Box (flattened) or a Discrete (one-hot)")
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.onehot:
-            return F.one_hot(obs.long().reshape(-1) - self.start, self.dim).float()
-        return obs.flatten(1).float()
+def obs_encoder(space: gym.Space, net: Any) -> Encoder:
+    """The observation encoder of one network (agents/encoders.py), from ``net``'s ``encoder``,
+    ``cnn_features_dim`` and ``ortho_init``. Each actor and critic gets its own (SB3's off-policy
+    ``share_features_extractor=False``; CleanRL's dqn_atari.py QNetwork holds its CNN)."""
+    return make_encoder(space, getattr(net, "encoder", "auto"), getattr(net, "cnn_features_dim", 512),
+                        net.ortho_init)
 
 
 class ActionScaler(nn.Module):
@@ -118,7 +110,7 @@ class SquashedGaussianActor(nn.Module):
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, net: Any) -> None:
         super().__init__()
-        self.encoder = ObsEncoder(observation_space)
+        self.encoder = obs_encoder(observation_space, net)
         n_act = int(np.prod(action_space.shape))
         self.latent = mlp(self.encoder.dim, net, None)
         self.mu = _linear(_last(self.encoder.dim, net), n_act, 0.01, net.ortho_init)
@@ -147,7 +139,7 @@ class DeterministicActor(nn.Module):
 
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, net: Any) -> None:
         super().__init__()
-        self.encoder = ObsEncoder(observation_space)
+        self.encoder = obs_encoder(observation_space, net)
         self.mu = mlp(self.encoder.dim, net, int(np.prod(action_space.shape)), 0.01)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -164,7 +156,7 @@ class ContinuousCritic(nn.Module):
     def __init__(self, observation_space: gym.Space, action_space: gym.spaces.Box, net: Any,
                  n_critics: int = 2) -> None:
         super().__init__()
-        self.encoder = ObsEncoder(observation_space)
+        self.encoder = obs_encoder(observation_space, net)
         n_in = self.encoder.dim + int(np.prod(action_space.shape))
         self.qs = nn.ModuleList(mlp(n_in, net, 1, 1.0) for _ in range(n_critics))
 
@@ -189,7 +181,7 @@ class QNetwork(nn.Module):
     def __init__(self, observation_space: gym.Space, n_actions: int, net: Any, dueling: bool = False) -> None:
         super().__init__()
         self.n_actions = int(n_actions)
-        self.encoder = ObsEncoder(observation_space)
+        self.encoder = obs_encoder(observation_space, net)
         self.dueling = dueling
         if not dueling:
             self.q = mlp(self.encoder.dim, net, n_actions, 1.0)
@@ -215,7 +207,7 @@ class DiscreteActor(nn.Module):
     def __init__(self, observation_space: gym.Space, n_actions: int, net: Any) -> None:
         super().__init__()
         self.n_actions = int(n_actions)
-        self.encoder = ObsEncoder(observation_space)
+        self.encoder = obs_encoder(observation_space, net)
         self.logits = mlp(self.encoder.dim, net, n_actions, 0.01)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:

@@ -22,12 +22,21 @@ that step's reset) and ``episode_start``, so every rollout carries the state of 
 the first row being the rollout's initial state: a sequence cut anywhere starts from the state the
 CWorker had there (Sample Factory stores per-step states the same way). :class:`RecurrentPolicyExport`
 is the exported program: ``(obs, state) -> (env action, next state)``.
+
+What the recurrent algorithms share (recurrent-ppo, -pg, -a2c, -impala, -appo, each its own module):
+their configs' :class:`RecurrentConfigMixin`; :func:`valid_steps`, the network unrolled over a
+time-major ``SequenceBatch`` and cut to its valid steps, on which the GAE-based losses (PPO's, PG's,
+A2C's) run as on a flat minibatch; :func:`unroll_columns`, the same over the L + 1 observations
+V-trace needs (IMPALA, APPO), after which V-trace runs over ``[L, C]`` as for the feed-forward
+network. So each recurrent variant computes the same named loss terms as its feed-forward one
+(the layout of Sample Factory's recurrent learner and of RLlib's IMPALA with an LSTM: unroll the
+core over the time-major batch, then the unchanged loss).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -37,11 +46,12 @@ from torch import nn
 from colonyrl.agents.base import ActOut, ExtraSpec
 from colonyrl.agents.networks import ActorCriticBase, ActorCriticConfig, _linear, _mlp
 from colonyrl.agents.on_policy import load_module
-from colonyrl.agents.tensors import as_tensor
+from colonyrl.agents.tensors import as_tensor, map_obs
 from colonyrl.config import ConfigError
 
-__all__ = ["RecurrentActorCritic", "RecurrentActorCriticPolicy", "RecurrentPolicyExport", "Unroll", "core_step",
-           "core_unroll", "reset_state", "state_shape"]
+__all__ = ["RecurrentActorCritic", "RecurrentActorCriticPolicy", "RecurrentConfigMixin", "RecurrentPolicyExport",
+           "Unroll", "ValidSteps", "check_sequences", "core_step", "core_unroll", "empty_loss", "recurrent_actor",
+           "require_sequences", "reset_state", "skip_burn_in", "state_shape", "unroll_columns", "valid_steps"]
 
 
 def state_shape(kind: str, size: int, towers: int = 1) -> tuple[int, ...]:
@@ -162,7 +172,7 @@ class RecurrentActorCritic(ActorCriticBase):
         first step), episode_starts ``[L, C]``: the encoders and the heads run on all L x C steps
         at once, only the cores step by step (:func:`core_unroll`)."""
         steps, columns = episode_starts.shape
-        x = self.preprocess(obs.reshape(steps * columns, *obs.shape[2:]))
+        x = self.preprocess(map_obs(lambda o: o.flatten(0, 1), obs))  # [L, C, ...] -> [L C, ...]
         outs = [core_unroll(core, encoder(x).view(steps, columns, -1), s, episode_starts)
                 for encoder, core, s in zip(self.encoders, self.cores, self._tower_states(state), strict=True)]
         params = self._shape_params(self.pi(outs[0][0].reshape(steps * columns, -1)))
@@ -240,3 +250,124 @@ class RecurrentPolicyExport(nn.Module):
         mode = params.argmax(-1) if self.actor.is_discrete else params
         return self.actor.to_env_action(mode), state
 
+
+
+# -- learning from time-major sequences: what every recurrent algorithm shares ----------------------------------
+
+def recurrent_actor(observation_space: gym.Space, action_space: gym.Space, network: ActorCriticConfig,
+                    algo: str) -> RecurrentActorCritic:
+    """``network``'s recurrent actor-critic; a ConfigError naming the field if it asks for no core."""
+    if network.recurrent is None:
+        raise ConfigError("ActorCriticConfig.recurrent", None, f"'gru' or 'lstm' for algo {algo}")
+    return RecurrentActorCritic(network, observation_space, action_space)
+
+
+class RecurrentConfigMixin:
+    """For the configs of the recurrent algorithms (``recurrent-ppo``, ``-pg``, ``-a2c``, ``-impala``,
+    ``-appo``), listed before their feed-forward config among the bases: they declare ``recurrent``
+    (launch's ``TrainConfig`` checks the actor config against it, by name) and act through
+    :class:`RecurrentActorCriticPolicy`."""
+
+    name: ClassVar[str]
+    #: Takes a recurrent ``ActorCriticConfig`` (``recurrent="gru"`` or ``"lstm"``), and only that.
+    recurrent: ClassVar[bool] = True
+
+    def build_actor(self, observation_space: gym.Space, action_space: gym.Space,
+                    network: ActorCriticConfig) -> RecurrentActorCritic:
+        return recurrent_actor(observation_space, action_space, network, self.name)
+
+    def build_policy(self, observation_space: gym.Space, action_space: gym.Space,
+                     network: ActorCriticConfig) -> RecurrentActorCriticPolicy:
+        """The acting side: the recurrent actor-critic, no optimizer; the state is the caller's."""
+        return RecurrentActorCriticPolicy(self.build_actor(observation_space, action_space, network))
+
+
+def require_sequences(batch: Any, algo: str) -> Any:
+    """``batch`` if it is time-major with the policy's per-step ``state`` (a ``SequenceBatch`` of a
+    ``SequencePlan``, storage/rollout.py), else a TypeError: a flat minibatch has lost time order."""
+    if getattr(batch, "extras", None) is None or "state" not in batch.extras:
+        raise TypeError(f"{algo} learns from time-major sequences with the policy's per-step 'state' "
+                        f"(a SequenceBatch from a SequencePlan), got {type(batch).__name__}")
+    return batch
+
+
+class ValidSteps(NamedTuple):
+    """The current network's outputs at the valid steps of a time-major batch (after its burn-in),
+    flat ``[B]`` in time-major order, beside what the batch stored for those steps: the fields a
+    feed-forward loss reads from a flat minibatch (storage/rollout.py ``Minibatch``), so the
+    recurrent algorithms compute their feed-forward counterparts' loss terms on them."""
+
+    params: torch.Tensor  # [B, n] logits or [B, *action_shape] Gaussian means, with gradient
+    values: torch.Tensor  # [B] V(x_t), with gradient
+    actions: torch.Tensor  # [B] or [B, *action_shape]
+    logp_old: torch.Tensor  # [B] log-prob under the collecting policy
+    advantages: torch.Tensor  # [B] the storage's GAE
+    returns: torch.Tensor  # [B] advantages + values_old
+    values_old: torch.Tensor  # [B] V(x_t) under the collecting policy
+    #: The round's (mean, std) of the advantages (``standardized_advantages`` reads it), or None.
+    advantage_stats: tuple[float, float] | None = None
+
+
+def skip_burn_in(actor: RecurrentActorCritic, batch: Any, burn_in: int) -> tuple[Any, torch.Tensor]:
+    """(the ``SequenceBatch`` without its first ``burn_in`` steps, each column's state after them).
+
+    The burn-in runs the current core without gradient from the stored first-step state (the
+    collecting policy's: stale once the weights moved on), so the rest starts from a refreshed one;
+    its steps are left out of the loss (R2D2's "stored state" with burn-in, Kapturowski et al.
+    2019, §3). At least one step is always kept."""
+    state = batch.extras["state"][0]
+    burn = max(0, min(burn_in, batch.rewards.shape[0] - 1))
+    if not burn:
+        return batch, state
+    with torch.no_grad():
+        burnt = actor.unroll(map_obs(lambda o: o[:burn], batch.obs), state, batch.extras["episode_start"][:burn])
+    # every time-major field ([L] or [L+1] rows; obs may be a dict) but the extras, after the burn-in
+    fields = {name: map_obs(lambda t: t[burn:], tensor) for name, tensor in zip(batch._fields, batch.tensors(), strict=False)}
+    rest = batch._replace(**fields, num_samples=int(torch.count_nonzero(batch.valid[burn:])),
+                          extras={key: value[burn:] for key, value in batch.extras.items()})
+    return rest, burnt.state
+
+
+def valid_steps(actor: RecurrentActorCritic, batch: Any, burn_in: int = 0) -> ValidSteps:
+    """The actor unrolled over the L steps of a ``SequenceBatch``, each column from the state its
+    CWorker acted from at the column's first step (the stored ``state`` extra) and reset where
+    ``episode_start`` is set, after the first ``burn_in`` steps (:func:`skip_burn_in`)."""
+    batch, state = skip_burn_in(actor, batch, burn_in)
+    out = actor.unroll(map_obs(lambda o: o[:-1], batch.obs), state, batch.extras["episode_start"])
+    mask = batch.valid  # no padding, no autoreset step
+    return ValidSteps(out.params[mask], out.values[mask], batch.actions[mask], batch.logp_old[mask],
+                      batch.advantages[mask], batch.returns[mask], batch.values_old[:-1][mask], batch.advantage_stats)
+
+
+def unroll_columns(actor: RecurrentActorCritic, batch: Any, state: torch.Tensor | None = None) -> Unroll:
+    """The actor over all L + 1 observations of a ``SequenceBatch`` (``obs[L]`` gives V(x_L), the
+    V-trace bootstrap), from ``state`` (default: each column's stored first-step state), reset where
+    episodes start -> :class:`Unroll` over ``[L+1, C]``. The bootstrap row starts an episode where
+    step L-1 was an autoreset step (``~valid[L-1]``), as the CWorker's bootstrap did (an episode
+    starts on the observation after the autoreset step); a padded column's bootstrap row is never
+    read."""
+    starts = torch.cat([batch.extras["episode_start"], ~batch.valid[-1:]])
+    return actor.unroll(batch.obs, batch.extras["state"][0] if state is None else state, starts)
+
+
+def empty_loss(loss_type: Any, like: torch.Tensor) -> Any:
+    """``loss_type`` (a loss NamedTuple: ``total``, then named terms) of zeros, ``total`` in the
+    graph of ``like``: for a batch whose valid steps all fell into the burn-in."""
+    zero = like.sum() * 0.0
+    return loss_type(zero, *(zero.detach() for _ in loss_type._fields[1:]))
+
+
+def check_sequences(cfg: Any) -> None:
+    """A recurrent config's cross-field rules, each a ConfigError naming its field: ``burn_in``
+    must leave steps to learn from in each sequence, and a batch of ``minibatch_size`` env steps
+    must hold one whole sequence (the storage never cuts one: it would silently take a larger
+    batch than asked for)."""
+    length, where = cfg.sequence_length, type(cfg).__name__
+    if length is None:
+        return
+    if getattr(cfg, "burn_in", 0) >= length:
+        raise ConfigError(f"{where}.burn_in", cfg.burn_in, f"an integer below sequence_length ({length})")
+    size = getattr(cfg, "minibatch_size", None)
+    if size is not None and size < length:
+        raise ConfigError(f"{where}.minibatch_size", size,
+                          f"an integer >= sequence_length ({length}): a batch holds whole sequences")

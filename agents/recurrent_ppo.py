@@ -25,20 +25,27 @@ import dataclasses
 from typing import Any, ClassVar
 
 import gymnasium as gym
-import torch
 
 from colonyrl.agents.base import SequencePlan
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.on_policy import standardized_advantages
 from colonyrl.agents.ppo import PPO, LossOut, PPOConfig, kl_penalty, policy_loss, value_loss
-from colonyrl.agents.recurrent import RecurrentActorCritic, RecurrentActorCriticPolicy
-from colonyrl.config import ConfigError, param
+from colonyrl.agents.recurrent import (
+    RecurrentActorCritic,
+    RecurrentActorCriticPolicy,
+    RecurrentConfigMixin,
+    check_sequences,
+    empty_loss,
+    require_sequences,
+    valid_steps,
+)
+from colonyrl.config import param
 
 __all__ = ["RecurrentPPOConfig", "RecurrentPPO", "recurrent_ppo_loss"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RecurrentPPOConfig(PPOConfig):
+class RecurrentPPOConfig(RecurrentConfigMixin, PPOConfig):
     """PPO's hyperparameters, plus how rollouts are cut into sequences. ``minibatch_size`` counts
     the env steps of a minibatch's sequences (chunks x ``sequence_length``, padding included)."""
 
@@ -48,60 +55,36 @@ class RecurrentPPOConfig(PPOConfig):
     #: Steps at the start of each sequence that only refresh the stored state (no loss, no gradient).
     burn_in: int = param(0, ge=0)
     name: ClassVar[str] = "recurrent-ppo"
-    #: Takes a recurrent ``ActorCriticConfig`` (``recurrent="gru"`` or ``"lstm"``).
-    recurrent: ClassVar[bool] = True
 
     def _check(self) -> None:
         super()._check()
-        if self.sequence_length is not None and self.burn_in >= self.sequence_length:
-            raise ConfigError("RecurrentPPOConfig.burn_in", self.burn_in,
-                              f"an integer below sequence_length ({self.sequence_length})")
+        check_sequences(self)
 
     def build(self, observation_space: gym.Space, action_space: gym.Space,
               network: ActorCriticConfig) -> RecurrentPPO:
-        return RecurrentPPO(self, _actor(observation_space, action_space, network))
-
-    def build_policy(self, observation_space: gym.Space, action_space: gym.Space,
-                     network: ActorCriticConfig) -> RecurrentActorCriticPolicy:
-        """The acting side: the recurrent actor-critic, no optimizer; the state is the caller's."""
-        return RecurrentActorCriticPolicy(_actor(observation_space, action_space, network))
+        return RecurrentPPO(self, self.build_actor(observation_space, action_space, network))
 
     def update_plan(self) -> SequencePlan:
         return SequencePlan(self.num_epochs, self.minibatch_size, self.sequence_length)
 
 
-def _actor(observation_space: gym.Space, action_space: gym.Space, network: ActorCriticConfig) -> RecurrentActorCritic:
-    if network.recurrent is None:
-        raise ConfigError("ActorCriticConfig.recurrent", None, "'gru' or 'lstm' for algo recurrent-ppo")
-    return RecurrentActorCritic(network, observation_space, action_space)
-
-
 def recurrent_ppo_loss(actor: RecurrentActorCritic, batch: Any, cfg: RecurrentPPOConfig) -> LossOut:
     """PPO's total loss (agents/ppo.py ``ppo_loss``) over a time-major ``SequenceBatch``: the
     actor unrolled over ``[L, C]`` from each column's stored first-step state, resetting at
-    ``episode_start``; the terms are means over the valid steps after the burn-in."""
-    steps = batch.rewards.shape[0]
-    state, starts = batch.extras["state"][0], batch.extras["episode_start"]
-    burn = min(cfg.burn_in, steps)
-    if burn:
-        with torch.no_grad():
-            state = actor.unroll(batch.obs[:burn], state, starts[:burn]).state
-    out = actor.unroll(batch.obs[burn:steps], state, starts[burn:])
-    mask = batch.valid[burn:]  # no padding, no autoreset step
-    if not bool(mask.any()):  # every valid step is in the burn-in: nothing to learn from here
-        zero = out.values.sum() * 0.0
-        return LossOut(zero, *(zero.detach() for _ in range(5)))
-    dist = actor.make_distribution(out.params[mask])
-    logp = dist.log_prob(batch.actions[burn:][mask])
-    logp_old = batch.logp_old[burn:][mask]
-    adv = (standardized_advantages(batch) if cfg.normalize_advantage else batch.advantages)[burn:][mask]
-    pg_loss, clipfrac, approx_kl = policy_loss(logp, logp_old, adv, cfg.clip_range)
-    v_loss = value_loss(out.values[mask], batch.values_old[burn:steps][mask], batch.returns[burn:][mask],
-                        cfg.clip_range_vf)
+    ``episode_start`` (agents/recurrent.py ``valid_steps``); the terms are means over the valid
+    steps after the burn-in."""
+    s = valid_steps(actor, batch, cfg.burn_in)
+    if s.values.numel() == 0:  # every valid step is in the burn-in: nothing to learn from here
+        return empty_loss(LossOut, s.values)
+    dist = actor.make_distribution(s.params)
+    logp = dist.log_prob(s.actions)
+    adv = standardized_advantages(s) if cfg.normalize_advantage else s.advantages
+    pg_loss, clipfrac, approx_kl = policy_loss(logp, s.logp_old, adv, cfg.clip_range)
+    v_loss = value_loss(s.values, s.values_old, s.returns, cfg.clip_range_vf)
     entropy = dist.entropy().mean()
     total = pg_loss + cfg.vf_coef * v_loss
     if cfg.kl_coef > 0:
-        total = total + cfg.kl_coef * kl_penalty(logp, logp_old)
+        total = total + cfg.kl_coef * kl_penalty(logp, s.logp_old)
     if cfg.ent_coef > 0:
         total = total - cfg.ent_coef * entropy
     return LossOut(total, pg_loss, v_loss, entropy, approx_kl, clipfrac)
@@ -116,7 +99,4 @@ class RecurrentPPO(PPO):
         self.policy = RecurrentActorCriticPolicy(actor)  # type: ignore[assignment]
 
     def loss(self, batch: Any) -> LossOut:
-        if getattr(batch, "extras", None) is None or "state" not in batch.extras:
-            raise TypeError("recurrent-ppo learns from time-major sequences with the policy's per-step "
-                            f"'state' (a SequenceBatch from a SequencePlan), got {type(batch).__name__}")
-        return recurrent_ppo_loss(self.actor, batch, self.config)
+        return recurrent_ppo_loss(self.actor, require_sequences(batch, self.config.name), self.config)

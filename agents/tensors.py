@@ -1,21 +1,40 @@
 """numpy <-> torch at the edge of the algorithms (weights and batches arrive as numpy, often
-read-only views out of Ray's object store)."""
+read-only views out of Ray's object store). Observations of a Dict space are dicts of arrays:
+:func:`as_tensor`, :func:`leading_dim` and :func:`map_obs` take either."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "copy_into", "load_grads"]
+__all__ = ["as_tensor", "copy_into", "load_grads", "leading_dim", "map_obs"]
 
 
-def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Zero-copy numpy -> torch; a read-only array (Ray's object store) is copied first."""
+def as_tensor(x: np.ndarray | torch.Tensor | Mapping[str, Any]) -> torch.Tensor | dict[str, Any]:
+    """Zero-copy numpy -> torch; a read-only array (Ray's object store) is copied first. A dict
+    (Dict observations) is converted value by value."""
     if isinstance(x, torch.Tensor):
         return x
+    if isinstance(x, Mapping):
+        return {key: as_tensor(value) for key, value in x.items()}
     return torch.from_numpy(x if x.flags.writeable else np.array(x))
+
+
+def leading_dim(x: Any) -> int:
+    """The batch size of an array, a tensor or a (nested) dict of them: the first leaf's dim 0."""
+    while isinstance(x, Mapping):
+        x = next(iter(x.values()))
+    return int(x.shape[0])
+
+
+def map_obs(fn: Callable[[Any], Any], x: Any) -> Any:
+    """``fn`` on a tensor (array), or on every leaf of a (nested) dict of them, keeping the keys."""
+    if isinstance(x, Mapping):
+        return {key: map_obs(fn, value) for key, value in x.items()}
+    return fn(x)
 
 
 def copy_into(dst: torch.Tensor, src: torch.Tensor | np.ndarray) -> None:

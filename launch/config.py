@@ -22,6 +22,10 @@ from colonyrl.agents.impala import IMPALAConfig
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.pg import PGConfig
 from colonyrl.agents.ppo import PPOConfig
+from colonyrl.agents.recurrent_a2c import RecurrentA2CConfig
+from colonyrl.agents.recurrent_appo import RecurrentAPPOConfig
+from colonyrl.agents.recurrent_impala import RecurrentIMPALAConfig
+from colonyrl.agents.recurrent_pg import RecurrentPGConfig
 from colonyrl.agents.recurrent_ppo import RecurrentPPOConfig
 from colonyrl.agents.sac import SACConfig
 from colonyrl.agents.td3 import TD3Config
@@ -36,7 +40,8 @@ __all__ = ["RunConfig", "Schedule", "TrainConfig", "ALGORITHM_CONFIGS", "STORAGE
 
 #: Every algorithm the command line offers, by ``name`` (a tyro subcommand each: ``algo:sac``).
 ALGORITHM_CONFIGS: tuple[type, ...] = (PPOConfig, SACConfig, TD3Config, DDPGConfig, DQNConfig, IMPALAConfig,
-                                       APPOConfig, PGConfig, A2CConfig, RecurrentPPOConfig)
+                                       APPOConfig, PGConfig, A2CConfig, RecurrentPPOConfig, RecurrentPGConfig,
+                                       RecurrentA2CConfig, RecurrentIMPALAConfig, RecurrentAPPOConfig)
 #: Every storage kind, by ``kind`` (``storage:replay``); an algorithm names the kind it learns from.
 STORAGE_CONFIGS: tuple[type, ...] = (RolloutConfig, ReplayConfig)
 

@@ -21,6 +21,7 @@ from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, Rollout, Weights
 from colonyrl.scheme.runtime import init_process
 from colonyrl.scheme.wire import Compressor
+from colonyrl.storage.layout import flatten_tree, tree_map
 
 __all__ = ["CWorker", "action_sampling_seed"]
 
@@ -146,7 +147,7 @@ class CWorker:
             info.update(raw_bytes=float(packed.raw_bytes), wire_bytes=float(packed.wire_bytes))
             payload = packed
         else:
-            raw = float(sum(a.nbytes for a in data.values()))
+            raw = float(sum(a.nbytes for a in flatten_tree(data).values()))  # a Dict obs: each array
             info.update(raw_bytes=raw, wire_bytes=raw)
         return Rollout(self.version, self.name, payload, steps, episodes, info)
 
@@ -171,8 +172,9 @@ class CWorker:
 
     # -- checkpoints: taken between rollouts (the storage is empty then) ----------------------
     def get_state(self) -> dict[str, Any]:
-        return {"name": self.name, "obs": torch.from_numpy(np.array(self.obs)), "prev_done": torch.from_numpy(
-                self.prev_done.copy()), "env": snapshot(self.env), "torch_rng": torch.get_rng_state(),
+        return {"name": self.name, "obs": tree_map(lambda a: torch.from_numpy(np.array(a)), self.obs),  # Dict: per key
+                "prev_done": torch.from_numpy(self.prev_done.copy()), "env": snapshot(self.env),
+                "torch_rng": torch.get_rng_state(),
                 "policy": self.policy.state_dict(),
                 # a stateful policy's state (e.g. an LSTM's h and c), carried across rollouts
                 "policy_state": None if self.policy_state is None else torch.from_numpy(np.array(self.policy_state)),
@@ -184,7 +186,7 @@ class CWorker:
         if not report.exact:  # e.g. MuJoCo: its simulator state is not in Python attributes
             missed = {layer.type: layer.missed for layer in report.layers if layer.missed}
             warnings.warn(f"{self.name}: the env resumes approximately, not saved: {missed}", stacklevel=2)
-        self.obs = state["obs"].numpy().copy()
+        self.obs = tree_map(lambda t: t.numpy().copy(), state["obs"])
         self.prev_done = state["prev_done"].numpy().copy()
         torch.set_rng_state(state["torch_rng"])  # the action sampling stream
         self.policy.load_state_dict(state.get("policy", {}))  # exploration state (noise, ...)

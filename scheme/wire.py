@@ -32,10 +32,12 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Collection, Mapping
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import lz4.frame
 import numpy as np
+
+from colonyrl.storage.layout import SEP, flatten_tree, unflatten_tree
 
 __all__ = ["WireError", "PackedArray", "Packed", "pack", "unpack", "Compressor", "Codec"]
 
@@ -115,24 +117,27 @@ def _packed(arrays: dict[str, PackedArray], raw_bytes: int) -> Packed:
     return Packed(arrays, raw_bytes, sum(len(p.payload) for p in arrays.values()))
 
 
-def pack(arrays: Mapping[str, np.ndarray], compress: bool | Collection[str] = True) -> Packed:
-    """Pack a dict of arrays for the wire.
+def pack(arrays: Mapping[str, Any], compress: bool | Collection[str] = True) -> Packed:
+    """Pack a dict of arrays for the wire; nested dicts (a Dict observation, ``{"obs": {"image": a}}``)
+    travel flat, under names joined with ``/`` (``"obs/image"``), and :func:`unpack` nests them again.
 
     Args:
         arrays: name -> array (any dtype except object/structured; any shape, 0-d and empty included;
             non-contiguous input is made contiguous first).
         compress: True = every array lz4, False = every array raw, a collection of keys = only those
-            lz4 (keys not in ``arrays`` are ignored; a single ``str`` is taken as one key, not as letters).
+            lz4 (keys not in ``arrays`` are ignored; a single ``str`` is taken as one key, not as letters;
+            a top-level key covers every array nested under it, ``"obs"`` every ``"obs/<key>"``).
 
     Raises:
         TypeError: an array has a dtype that cannot travel as raw bytes (object, structured).
+        ValueError: a key is not a non-empty string or holds ``/``.
     """
     if isinstance(compress, str):
         compress = (compress,)
     out: dict[str, PackedArray] = {}
     raw_bytes = 0
-    for key, array in arrays.items():
-        lz4_it = compress if isinstance(compress, bool) else key in compress
+    for key, array in flatten_tree(arrays).items():
+        lz4_it = compress if isinstance(compress, bool) else key in compress or key.split(SEP)[0] in compress
         out[key] = _pack_one(key, array, "lz4" if lz4_it else "raw")
         raw_bytes += out[key].raw_nbytes
     return _packed(out, raw_bytes)
@@ -204,14 +209,15 @@ def _unpack_one(key: str, p: PackedArray) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(p.shape)
 
 
-def unpack(packed: Packed) -> dict[str, np.ndarray]:
-    """Decode a :class:`Packed` back into ``name -> array``. The arrays are read-only numpy views.
+def unpack(packed: Packed) -> dict[str, Any]:
+    """Decode a :class:`Packed` back into ``name -> array``, names with ``/`` nested again as dicts
+    (``"obs/image"`` -> ``out["obs"]["image"]``). The arrays are read-only numpy views.
 
     Raises:
         WireError: naming the key, for a corrupted or truncated payload, a checksum or size mismatch,
             or an invalid dtype, shape or codec.
     """
-    return {key: _unpack_one(key, p) for key, p in packed.arrays.items()}
+    return unflatten_tree({key: _unpack_one(key, p) for key, p in packed.arrays.items()})
 
 
 # -- policy ---------------------------------------------------------------------------------------
@@ -262,15 +268,16 @@ class Compressor:
         """Whether any key can be compressed at all."""
         return self.mode is True or (self.mode == "auto" and not self.same_node)
 
-    def pack(self, arrays: Mapping[str, np.ndarray]) -> Packed:
-        """Pack ``arrays`` using this compressor's per-key decisions (see the class docstring)."""
+    def pack(self, arrays: Mapping[str, Any]) -> Packed:
+        """Pack ``arrays`` using this compressor's per-key decisions (see the class docstring); nested
+        dicts as :func:`pack` does, a decision per flat name (``"obs/image"``)."""
         if self.mode is True:
             return pack(arrays, True)
         if not self.active:  # False, or auto on the same node
             return pack(arrays, False)
         out: dict[str, PackedArray] = {}
         raw_bytes = 0
-        for key, array in arrays.items():
+        for key, array in flatten_tree(arrays).items():
             out[key] = self._pack_auto(key, array)
             raw_bytes += out[key].raw_nbytes
         return _packed(out, raw_bytes)

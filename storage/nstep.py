@@ -29,6 +29,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from colonyrl.storage.layout import is_obs_key
+
 __all__ = ["nstep_returns", "join_tail", "split_tail", "stream_breaks"]
 
 
@@ -101,13 +103,14 @@ def nstep_returns(rewards: np.ndarray, terminated: np.ndarray, truncated: np.nda
 
 
 def split_tail(piece: Mapping[str, np.ndarray], waiting: np.ndarray, n: int) -> dict[str, np.ndarray] | None:
-    """The last ``n - 1`` rows of ``piece`` (``obs`` one more) with ``needed = waiting`` there, or
-    None when no row waits. Rows that wait lie in those rows only: row t waits iff t + n - 1 > T - 1.
+    """The last ``n - 1`` rows of ``piece`` (its observation, ``obs`` or each ``obs/<key>``, one more)
+    with ``needed = waiting`` there, or None when no row waits. Rows that wait lie in those rows
+    only: row t waits iff t + n - 1 > T - 1.
     Copies, so that the rest of the rollout is not kept alive."""
     rows = min(n - 1, len(waiting))
     if rows == 0 or not waiting[-rows:].any():
         return None
-    tail = {key: np.array(array[-rows - (key == "obs"):]) for key, array in piece.items()}
+    tail = {key: np.array(array[-rows - int(is_obs_key(key)):]) for key, array in piece.items()}
     tail["needed"] = waiting[-rows:].copy()
     return tail
 
@@ -116,7 +119,7 @@ def join_tail(tail: Mapping[str, np.ndarray], piece: Mapping[str, np.ndarray]) -
                                                                                         np.ndarray]:
     """``(tail + piece, needed)``: the tail's last observation is the piece's first one (the CWorker
     continues from it), so ``obs`` is joined without it; ``needed`` is True for the piece's rows."""
-    joined = {key: np.concatenate([tail[key][:-1] if key == "obs" else tail[key], array])
+    joined = {key: np.concatenate([tail[key][:-1] if is_obs_key(key) else tail[key], array])
               for key, array in piece.items()}
     return joined, np.concatenate([tail["needed"], np.ones(piece["valid"].shape, bool)])
 

@@ -38,7 +38,16 @@ import numpy as np
 import torch
 
 from colonyrl.config import Config, ConfigError, param
-from colonyrl.storage.layout import Layout, RolloutBuffer, check_rollout, make_layout
+from colonyrl.storage.layout import (
+    Layout,
+    RolloutBuffer,
+    flat_rollout,
+    flatten_tree,
+    make_layout,
+    observation_keys,
+    tree_map,
+    unflatten_tree,
+)
 from colonyrl.storage.nstep import join_tail, nstep_returns, split_tail, stream_breaks
 from colonyrl.storage.rollout import Moments
 from colonyrl.storage.sum_tree import SumTree
@@ -125,10 +134,12 @@ class ReplayBatch(NamedTuple):
     TD target: ``rewards + discounts * (1 - terminated) * Q(next_obs)``.
     """
 
-    obs: torch.Tensor  # [B, *obs_shape], the observation space's dtype (uint8 stays uint8)
+    #: [B, *obs_shape], the space's dtype (uint8 stays uint8); a dict of them for a Dict space
+    obs: torch.Tensor | dict[str, torch.Tensor]
     actions: torch.Tensor  # [B, *act_shape] int64 (Discrete) or float32 (Box)
     rewards: torch.Tensor  # [B] float32, sum_{k<n'} gamma**k r_{t+k}
-    next_obs: torch.Tensor  # [B, *obs_shape], obs n' steps later (the real final one after an episode end)
+    #: [B, *obs_shape], obs n' steps later (the real final one after an episode end), as ``obs``
+    next_obs: torch.Tensor | dict[str, torch.Tensor]
     terminated: torch.Tensor  # [B] float32, 1.0: a termination within the n' steps, no bootstrap
     discounts: torch.Tensor  # [B] float32, gamma**n'
     weights: torch.Tensor  # [B] float32, importance-sampling weights (ones when uniform)
@@ -139,11 +150,24 @@ class ReplayCorruptionError(RuntimeError):
     """A stored transition no longer matches the checksum its CWorker computed (``crc_debug``)."""
 
 
-def transition_crc(obs: np.ndarray, action: np.ndarray, reward: Any, terminated: Any, truncated: Any,
-                   next_obs: np.ndarray) -> int:
-    """``zlib.crc32`` over the bytes of one transition (reward float32, flags bool, as stored)."""
+def _obs_parts(obs: Any) -> list[np.ndarray]:
+    """An observation's arrays in order: itself, or a Dict observation's values (a dict, nested
+    ones too, or a list of its arrays)."""
+    if isinstance(obs, Mapping):
+        obs = list(obs.values())
+    if isinstance(obs, list | tuple):
+        return [part for value in obs for part in _obs_parts(value)]
+    return [obs]
+
+
+def transition_crc(obs: np.ndarray | Mapping[str, np.ndarray] | list[np.ndarray], action: np.ndarray, reward: Any,
+                   terminated: Any, truncated: Any,
+                   next_obs: np.ndarray | Mapping[str, np.ndarray] | list[np.ndarray]) -> int:
+    """``zlib.crc32`` over the bytes of one transition (reward float32, flags bool, as stored); a
+    Dict observation's arrays in the order given (the layout's)."""
     crc = 0
-    for part in (obs, action, np.float32(reward), np.bool_(terminated), np.bool_(truncated), next_obs):
+    for part in (*_obs_parts(obs), action, np.float32(reward), np.bool_(terminated), np.bool_(truncated),
+                 *_obs_parts(next_obs)):
         crc = zlib.crc32(np.ascontiguousarray(part).tobytes(), crc)
     return crc
 
@@ -152,7 +176,10 @@ class ReplayMemory:
     """Both sides of replay: a CWorker's rollout buffer and a GWorker's ring buffer (built lazily).
 
     Slots ``[0, num_samples)`` are filled; the ring then overwrites the oldest. Build it with
-    :meth:`ReplayConfig.build`; ``config`` holds the current :class:`ReplayConfig`.
+    :meth:`ReplayConfig.build`; ``config`` holds the current :class:`ReplayConfig`. Observations
+    keep their dtype (uint8 frames stay uint8, a quarter of float32's memory); a Dict observation
+    has one ring per key (fields ``obs/<key>``, ``next_obs/<key>``) and is sampled as a dict of
+    tensors. Offline datasets take Box and Discrete observations only.
     """
 
     on_policy: ClassVar[bool] = False
@@ -173,13 +200,20 @@ class ReplayMemory:
         self._credit, self._max_priority = 0.0, 1.0
         self._pending: dict[str, dict[str, np.ndarray]] = {}  # source -> carried tail rows (n_step > 1)
         self._sources: list[str] = []  # crc_debug: source id -> name
-        obs_shape, obs_dtype, _ = self.layout["obs"]
+        #: the layout's observation names: ["obs"], or "obs/<key>" per key of a Dict space, whose
+        #: slot fields are "obs/<key>" and "next_obs/<key>" (the observation keeps its dtype)
+        self.obs_keys = observation_keys(self.layout)
+        self._obs_suffixes = [key[len("obs"):] for key in self.obs_keys]  # "" for a Box, else "/<key>"
+        self.dict_obs = self.obs_keys != ["obs"]
+        if self.dict_obs and config.dataset_path is not None:
+            raise ConfigError("ReplayConfig.dataset_path", config.dataset_path,
+                              "None for a Dict observation space (a dataset holds one 'obs' array)")
         act_shape, act_dtype, _ = self.layout["actions"]
         f32, b = np.dtype(np.float32), np.dtype(np.bool_)
         #: slot field -> (trailing shape, dtype)
         self.fields: dict[str, tuple[tuple[int, ...], np.dtype]] = {
-            "obs": (obs_shape, obs_dtype), "actions": (act_shape, act_dtype), "rewards": ((), f32),
-            "terminated": ((), b), "discounts": ((), f32), "next_obs": (obs_shape, obs_dtype),
+            **self._obs_fields("obs"), "actions": (act_shape, act_dtype), "rewards": ((), f32),
+            "terminated": ((), b), "discounts": ((), f32), **self._obs_fields("next_obs"),
             "truncated": ((), b)}
         #: the 1-step transition's fields (crc, datasets): the n-step ones when n == 1
         self.one_step = {"obs": "obs", "actions": "actions", "rewards": "rewards", "terminated": "terminated",
@@ -188,11 +222,22 @@ class ReplayMemory:
             self.fields |= {"rewards_1": ((), f32), "terminated_1": ((), b)}
             self.one_step |= {"rewards": "rewards_1", "terminated": "terminated_1"}
             if config.crc_debug:  # a second copy of observations: only when it is checked
-                self.fields["next_obs_1"] = (obs_shape, obs_dtype)
+                self.fields |= self._obs_fields("next_obs_1")
                 self.one_step["next_obs"] = "next_obs_1"
         if config.crc_debug:
             self.fields |= {"crc": ((), np.dtype(np.uint32)), "source": ((), np.dtype(np.int32)),
                             "env": ((), np.dtype(np.int32)), "step_index": ((), np.dtype(np.int64))}
+
+    def _obs_fields(self, name: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """The slot fields of one observation column: ``name``, or ``name/<key>`` per Dict key."""
+        return {name + suffix: self.layout["obs" + suffix][:2] for suffix in self._obs_suffixes}
+
+    def _obs_slots(self, name: str, index: Any) -> Any:
+        """``name``'s observation at slots ``index``: an array, or a dict of them (Dict space)."""
+        if not self.dict_obs:
+            return self._arrays[name][index]
+        return unflatten_tree({name + suffix: self._arrays[name + suffix][index]
+                               for suffix in self._obs_suffixes})[name]
 
     # ------------------------------------------------------------------ CWorker side
     @property
@@ -203,14 +248,16 @@ class ReplayMemory:
     def full(self) -> bool:
         return self._buffer.full
 
-    def insert(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
-               truncated: np.ndarray, valid: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> None:
+    def insert(self, obs: np.ndarray | Mapping[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
+               terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray,
+               extras: Mapping[str, np.ndarray] | None = None) -> None:
         """Write one vector-env step (each argument ``[N, ...]``); ``valid`` False for the autoreset step."""
         self._buffer.insert(obs, actions, rewards, terminated, truncated, valid, extras or {})
         self._row_steps[self._buffer.step - 1] = self._env_steps
         self._env_steps += 1
 
-    def finish(self, last_obs: np.ndarray, bootstrap: Mapping[str, np.ndarray] | None = None) -> None:
+    def finish(self, last_obs: np.ndarray | Mapping[str, np.ndarray],
+               bootstrap: Mapping[str, np.ndarray] | None = None) -> None:
         self._buffer.finish(last_obs, bootstrap or {})
 
     def get_data(self) -> dict[str, np.ndarray]:
@@ -220,11 +267,13 @@ class ReplayMemory:
         data = self._buffer.get_data()
         if self.config.crc_debug:
             steps, envs = data["rewards"].shape
-            obs, crc = data["obs"], np.empty((steps, envs), np.uint32)
+            flat, crc = flatten_tree(data), np.empty((steps, envs), np.uint32)
+            obs = [flat[key] for key in self.obs_keys]  # a Dict observation's arrays in layout order
             for t in range(steps):
                 for e in range(envs):
-                    crc[t, e] = transition_crc(obs[t, e], data["actions"][t, e], data["rewards"][t, e],
-                                               data["terminated"][t, e], data["truncated"][t, e], obs[t + 1, e])
+                    crc[t, e] = transition_crc([o[t, e] for o in obs], data["actions"][t, e], data["rewards"][t, e],
+                                               data["terminated"][t, e], data["truncated"][t, e],
+                                               [o[t + 1, e] for o in obs])
             data["crc"], data["step_index"] = crc, self._row_steps[:steps].copy()
         return data
 
@@ -264,8 +313,8 @@ class ReplayMemory:
         CWorker), the waiting transitions are cut there, as by a time limit. Extras (none for
         off-policy algorithms) are checked with the layout but not stored.
         """
-        steps = check_rollout(self.layout, data)
-        piece = {key: data[key] for key in ("obs", "actions", "rewards", "terminated", "truncated", "valid")}
+        steps, flat = flat_rollout(self.layout, data)  # a Dict observation: one array per "obs/<key>"
+        piece = {key: flat[key] for key in (*self.obs_keys, "actions", "rewards", "terminated", "truncated", "valid")}
         if self.config.crc_debug:
             envs = data["rewards"].shape[1]
             for key, shape, dtype in (("crc", (steps, envs), np.uint32), ("step_index", (steps,), np.int64)):
@@ -282,7 +331,9 @@ class ReplayMemory:
         if tail is not None:
             if tail["valid"].shape[1] != needed.shape[1]:
                 raise ValueError(f"source {source!r} sent {needed.shape[1]} sub-envs, before {tail['valid'].shape[1]}")
-            broken = stream_breaks(tail["obs"][-1], piece["obs"][0])
+            broken = np.zeros(needed.shape[1], bool)
+            for key in self.obs_keys:  # any array of a Dict observation that does not continue
+                broken |= stream_breaks(tail[key][-1], piece[key][0])
             if broken.any():  # end those streams at the tail's last row
                 cut = np.zeros(tail["valid"].shape, bool)
                 cut[-1] = broken
@@ -302,14 +353,16 @@ class ReplayMemory:
         returns, offset, discounts, done, complete = nstep_returns(
             piece["rewards"], piece["terminated"], truncated, piece["valid"], self.config.gamma, self.config.n_step)
         ts, es = np.nonzero(needed & piece["valid"] & complete)
-        obs = piece["obs"]
-        columns = {"obs": obs[ts, es], "actions": piece["actions"][ts, es], "rewards": returns[ts, es],
-                   "terminated": done[ts, es], "discounts": discounts[ts, es],
-                   "next_obs": obs[ts + offset[ts, es], es], "truncated": piece["truncated"][ts, es]}
+        columns = {"actions": piece["actions"][ts, es], "rewards": returns[ts, es],
+                   "terminated": done[ts, es], "discounts": discounts[ts, es], "truncated": piece["truncated"][ts, es]}
         if self.config.n_step > 1:
             columns |= {"rewards_1": piece["rewards"][ts, es], "terminated_1": piece["terminated"][ts, es]}
-            if "next_obs_1" in self.fields:
-                columns["next_obs_1"] = obs[ts + 1, es]
+        for suffix in self._obs_suffixes:  # "" for a Box; "/<key>" for each array of a Dict observation
+            obs = piece["obs" + suffix]
+            columns["obs" + suffix] = obs[ts, es]
+            columns["next_obs" + suffix] = obs[ts + offset[ts, es], es]
+            if "next_obs_1" + suffix in self.fields:
+                columns["next_obs_1" + suffix] = obs[ts + 1, es]
         if self.config.crc_debug:
             columns |= {"crc": piece["crc"][ts, es], "step_index": piece["step_index"][ts], "env": es,
                         "source": np.full(len(ts), self._sources.index(source))}
@@ -318,7 +371,7 @@ class ReplayMemory:
 
     def _write(self, columns: Mapping[str, np.ndarray]) -> int:
         """Append rows to the ring (the oldest are overwritten); new rows get the max priority."""
-        count, capacity = len(columns["obs"]), self.config.memory_size
+        count, capacity = len(columns["actions"]), self.config.memory_size
         if count == 0:
             return 0
         slots = (self._cursor + np.arange(count)) % capacity
@@ -354,6 +407,9 @@ class ReplayMemory:
         streams n-step targets need are not in the columns)."""
         if self.config.n_step != 1:
             raise ValueError(f"add_transitions needs n_step == 1 (this memory: {self.config.n_step})")
+        if self.dict_obs:
+            raise ValueError("add_transitions (offline datasets) needs a Box or Discrete observation space, "
+                             f"this memory's is a Dict ({self.obs_keys})")
         if not self._arrays:
             self._allocate()
         rows = len(data["obs"])
@@ -408,7 +464,10 @@ class ReplayMemory:
         if self.config.crc_debug:
             self._verify(indices)
         a = self._arrays
-        batch = ReplayBatch(*(torch.from_numpy(a[name][indices]) for name in ("obs", "actions", "rewards", "next_obs")),
+        batch = ReplayBatch(obs=tree_map(torch.from_numpy, self._obs_slots("obs", indices)),
+                            actions=torch.from_numpy(a["actions"][indices]),
+                            rewards=torch.from_numpy(a["rewards"][indices]),
+                            next_obs=tree_map(torch.from_numpy, self._obs_slots("next_obs", indices)),
                             terminated=torch.from_numpy(a["terminated"][indices].astype(np.float32)),
                             discounts=torch.from_numpy(a["discounts"][indices]),
                             weights=torch.from_numpy(weights.astype(np.float32)),
@@ -418,7 +477,8 @@ class ReplayMemory:
     def _verify(self, indices: np.ndarray) -> None:
         a, one = self._arrays, self.one_step
         for i in np.unique(indices):
-            crc = transition_crc(*(a[one[key]][i] for key in _CRC_ORDER))
+            crc = transition_crc(*(self._obs_slots(one[key], i) if key in ("obs", "next_obs") else a[one[key]][i]
+                                   for key in _CRC_ORDER))
             if crc != a["crc"][i]:
                 source = int(a["source"][i])
                 name = self._sources[source] if 0 <= source < len(self._sources) else f"<unknown id {source}>"
@@ -556,11 +616,10 @@ class ReplayMemory:
 
     def transitions(self) -> dict[str, np.ndarray]:
         """The stored 1-step transitions (``DATASET_KEYS``), oldest first (copies)."""
+        if self.dict_obs:  # DATASET_KEYS hold one "obs" array
+            raise ValueError(f"a memory of Dict observations ({self.obs_keys}) has no single-array transitions")
         if self.config.n_step > 1 and self.one_step["next_obs"] == "next_obs":
             raise ValueError("an n_step > 1 memory keeps the 1-step next observations only with crc_debug=True")
-        order = np.arange(self._size)
-        if self._size == self.config.memory_size:
-            order = (order + self._cursor) % self._size
         if not self._arrays:  # never allocated: empty columns of the right shapes
             return {key: np.empty((0, *self.fields[key][0]), self.fields[key][1]) for key in DATASET_KEYS}
         return {key: self._arrays[self.one_step[key]][self._oldest_first()] for key in DATASET_KEYS}
@@ -577,6 +636,9 @@ class MemoryPart(NamedTuple):
 
 def write_dataset(memory: ReplayMemory, path: str | os.PathLike) -> None:
     """Write ``memory``'s 1-step transitions to ``path`` as an ``.npz`` (no pickled objects)."""
+    if memory.dict_obs:
+        raise ValueError(f"datasets hold one 'obs' array: a memory of Dict observations ({memory.obs_keys}) "
+                         "cannot be written as one")
     with open(path, "wb") as file:  # a file object: np.savez would append ".npz" to a bare name
         np.savez(file, **memory.transitions())
 

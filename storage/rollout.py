@@ -8,7 +8,8 @@ receives, :meth:`~RolloutStorage.before_gradients` (GAE and its statistics) and 
 :meth:`~RolloutStorage.batches`, which builds what the plan needs once per round: for an
 ``EpochPlan`` flat shuffled :class:`Minibatch` es of ``[B, ...]`` tensors without the invalid
 autoreset steps, for a ``SequencePlan`` time-major :class:`SequenceBatch` es of whole env columns
-(V-trace, recurrent policies), never shuffled across time.
+(V-trace, recurrent policies), never shuffled across time. A Dict observation is a dict of arrays
+(tensors in the batches), one per key; uint8 observations stay uint8 throughout.
 
 Models: SB3 ``stable_baselines3/common/buffers.py::RolloutBuffer`` (``RolloutBufferSamples`` NamedTuple,
 ``get(batch_size)``), CleanRL ``ppo.py`` (one ``randperm`` per epoch); for sequences RLlib's
@@ -30,7 +31,16 @@ import torch
 from colonyrl.agents.base import EpochPlan, GradientResult, SequencePlan
 from colonyrl.config import Config, ConfigError, param
 from colonyrl.storage.gae import generalized_advantage_estimate
-from colonyrl.storage.layout import BASE_KEYS, RolloutBuffer, check_rollout, make_layout
+from colonyrl.storage.layout import (
+    BASE_KEYS,
+    RolloutBuffer,
+    flat_rollout,
+    is_obs_key,
+    make_layout,
+    observation_keys,
+    tree_map,
+    unflatten_tree,
+)
 
 __all__ = ["RolloutConfig", "RolloutStorage", "Minibatch", "SequenceBatch", "Moments"]
 
@@ -60,7 +70,8 @@ class RolloutConfig(Config):
 class Minibatch(NamedTuple):
     """One minibatch of B transitions, torch tensors on the CPU (model: SB3 ``RolloutBufferSamples``)."""
 
-    obs: torch.Tensor  # [B, *obs_shape], dtype of the observation space (uint8 frames stay uint8)
+    #: [B, *obs_shape], the space's dtype (uint8 frames stay uint8); a dict of them for a Dict space
+    obs: torch.Tensor | dict[str, torch.Tensor]
     actions: torch.Tensor  # [B] int64 (Discrete) or [B, *act_shape] float32 (Box)
     logp_old: torch.Tensor  # [B] float32, log-prob under the collecting policy
     advantages: torch.Tensor  # [B] float32, GAE
@@ -85,7 +96,8 @@ class SequenceBatch(NamedTuple):
     steps stay in place (``valid`` False): they are not transitions.
     """
 
-    obs: torch.Tensor  # [L+1, C, *obs_shape]: obs[t+1] is step t's next observation
+    #: [L+1, C, *obs_shape]: obs[t+1] is step t's next observation; a dict of them for a Dict space
+    obs: torch.Tensor | dict[str, torch.Tensor]
     actions: torch.Tensor  # [L, C] int64 (Discrete) or [L, C, *act_shape] float32 (Box)
     rewards: torch.Tensor  # [L, C] float32
     terminated: torch.Tensor  # [L, C] bool
@@ -152,6 +164,11 @@ class Moments(NamedTuple):
 _PPO_EXTRAS = {"logp": ((), "float32", False), "values": ((), "float32", True)}
 
 
+def _take(tensor: Any, index: Any) -> Any:
+    """``tensor[index]``, or that of every tensor of a Dict observation."""
+    return tree_map(lambda t: t[index], tensor)
+
+
 def _gather(arrays: list[np.ndarray], masks: list[np.ndarray], trailing: tuple[int, ...],
             dtype: np.dtype) -> np.ndarray:
     """Concatenate ``arrays[i][masks[i]]`` (each ``[T_i, N_i, *trailing]``) into a fresh ``[B, *trailing]``.
@@ -203,6 +220,8 @@ class RolloutStorage:
                                   f"'values' (bootstrapped) for GAE; this one declares {sorted(extras)}")
         #: key -> (trailing shape, dtype, extra rows) of every rollout array (storage/layout.py)
         self.layout = make_layout(observation_space, action_space, extras)
+        #: the layout's observation names: ["obs"], or "obs/<key>" per key of a Dict space
+        self.obs_keys = observation_keys(self.layout)
         self._buffer = RolloutBuffer(self.layout, config.num_steps, num_envs)
         self._rollouts: list[dict[str, np.ndarray]] = []
         self._num_samples = 0
@@ -223,13 +242,14 @@ class RolloutStorage:
     def full(self) -> bool:
         return self._buffer.full
 
-    def insert(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
-               truncated: np.ndarray, valid: np.ndarray, extras: Mapping[str, np.ndarray]) -> None:
+    def insert(self, obs: np.ndarray | Mapping[str, np.ndarray], actions: np.ndarray, rewards: np.ndarray,
+               terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray,
+               extras: Mapping[str, np.ndarray]) -> None:
         """Write one step (each argument ``[N, ...]``); ``extras`` holds ``logp`` and ``values`` = V(obs).
         ``valid`` is False for the autoreset step right after an episode end."""
         self._buffer.insert(obs, actions, rewards, terminated, truncated, valid, extras)
 
-    def finish(self, last_obs: np.ndarray, bootstrap: Mapping[str, np.ndarray]) -> None:
+    def finish(self, last_obs: np.ndarray | Mapping[str, np.ndarray], bootstrap: Mapping[str, np.ndarray]) -> None:
         """The observation after the last step and ``{"values": V(last_obs)}`` (GAE's bootstrap)."""
         self._buffer.finish(last_obs, bootstrap)
 
@@ -248,9 +268,9 @@ class RolloutStorage:
 
         The arrays are stored, never written into: read-only views from Ray's object store are fine.
         """
-        check_rollout(self.layout, data)
-        self._rollouts.append({key: data[key] for key in self.layout})
-        self._num_samples += int(np.count_nonzero(data["valid"]))
+        _, flat = flat_rollout(self.layout, data)  # a Dict observation: one array per "obs/<key>"
+        self._rollouts.append(flat)
+        self._num_samples += int(np.count_nonzero(flat["valid"]))
         self._unprepare()  # the batches no longer cover all data
 
     def before_gradients(self) -> dict[str, float]:
@@ -331,7 +351,8 @@ class RolloutStorage:
         tensors = batch.tensors()
         for _ in range(num_epochs):
             for indices in torch.tensor_split(torch.randperm(size, generator=generator), num_minibatches):
-                yield Minibatch(*(tensor[indices] for tensor in tensors), advantage_stats=stats)
+                yield Minibatch(*(_take(tensor, indices) for tensor in tensors),
+                                advantage_stats=stats)
 
     def generate_sequences(self, num_epochs: int, minibatch_size: int, sequence_length: int | None = None,
                            generator: torch.Generator | None = None,
@@ -358,7 +379,8 @@ class RolloutStorage:
             for indices in torch.tensor_split(torch.randperm(columns, generator=generator), num_batches):
                 count = int(torch.count_nonzero(batch.valid[:, indices]))
                 if count:
-                    yield SequenceBatch(*(tensor[:, indices] for tensor in tensors), num_samples=count,
+                    yield SequenceBatch(*(_take(tensor, (slice(None), indices)) for tensor in tensors),
+                                        num_samples=count,
                                         gamma=batch.gamma, advantage_stats=stats,
                                         extras={k: v[:, indices] for k, v in (batch.extras or {}).items()})
 
@@ -372,12 +394,13 @@ class RolloutStorage:
             raise RuntimeError("call before_gradients() after the last add_data()")
         if self._batch is None:
             masks = [data["valid"] for data in self._rollouts]
-            arrays = {field: _gather([data[key][:len(data["valid"])] for data in self._rollouts], masks,
-                                     *self.layout[key][:2])
-                      for field, key in (("obs", "obs"), ("actions", "actions"), ("logp_old", "logp"))}
+            fields = {key: key for key in self.obs_keys} | {"actions": "actions", "logp_old": "logp"}
             # _gather returns fresh writable arrays: torch.from_numpy shares them without a copy or warning.
-            self._batch = Minibatch(**{field: torch.from_numpy(array)
-                                       for field, array in {**arrays, **self._scalars}.items()})
+            arrays = {field: torch.from_numpy(_gather([data[key][:len(data["valid"])] for data in self._rollouts],
+                                                      masks, *self.layout[key][:2]))
+                      for field, key in fields.items()}
+            self._batch = Minibatch(**unflatten_tree(arrays),  # "obs/<key>" -> obs[key]
+                                    **{field: torch.from_numpy(array) for field, array in self._scalars.items()})
         return self._batch
 
     def _sequence_batch(self, sequence_length: int | None) -> SequenceBatch:
@@ -392,11 +415,14 @@ class RolloutStorage:
         # (rollout, first step, steps) of every chunk; each chunk is N_i columns
         chunks = [(i, start, min(length, t - start)) for i, t in enumerate(steps) for start in range(0, t, length)]
         columns = sum(self._rollouts[i]["valid"].shape[1] for i, _, _ in chunks)
-        fields = {"obs": "obs", "actions": "actions", "rewards": "rewards", "terminated": "terminated",
-                  "truncated": "truncated", "valid": "valid", "logp_old": "logp", "values_old": "values",
-                  "advantages": None, "returns": None}
+        # the observation ("obs", or "obs/<key>" per key of a Dict space: nested again below), then the rest
+        fields: dict[str, str | None] = {key: key for key in self.obs_keys}
+        fields |= {"actions": "actions", "rewards": "rewards", "terminated": "terminated",
+                   "truncated": "truncated", "valid": "valid", "logp_old": "logp", "values_old": "values",
+                   "advantages": None, "returns": None}
         # the other extras the policy declared (e.g. a recurrent policy's state), under their own names
-        other = [key for key in self.layout if key not in BASE_KEYS and key not in ("logp", "values")]
+        other = [key for key in self.layout
+                 if key not in BASE_KEYS and not is_obs_key(key) and key not in ("logp", "values")]
         fields.update({key: key for key in other})
         out = {}
         for field, key in fields.items():
@@ -408,12 +434,13 @@ class RolloutStorage:
             cols = slice(col, col + data["valid"].shape[1])
             for field, key in fields.items():
                 source = {"advantages": advantages, "returns": returns}[field] if key is None else data[key]
-                rows = n + (1 if field in ("obs", "values_old") else 0)  # T+1-row arrays: their next row too
+                long = field == "values_old" or is_obs_key(field)  # T+1-row arrays: their next row too
+                rows = n + (1 if long else 0)
                 out[field][:rows, cols] = source[start:start + rows]
-                if field in ("obs", "values_old"):  # padding repeats the last real next observation
+                if long:  # padding repeats the last real next observation
                     out[field][rows:, cols] = source[start + rows - 1]
             col = cols.stop
-        tensors = {field: torch.from_numpy(array) for field, array in out.items()}
+        tensors = unflatten_tree({field: torch.from_numpy(array) for field, array in out.items()})
         extras = {key: tensors.pop(key) for key in other}
         batch = SequenceBatch(**tensors, num_samples=int(np.count_nonzero(out["valid"])), gamma=self._gamma,
                               extras=extras)

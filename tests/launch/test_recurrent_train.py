@@ -1,5 +1,6 @@
 """Recurrent PPO through ``train()``: exact resume with the CWorkers' hidden states, evaluation that
-carries and resets the state, the exported policy with its state, the preset and its flags."""
+carries and resets the state, the exported policy with its state, the preset and its flags, and the
+other recurrent algorithms (recurrent PG, A2C, IMPALA, APPO) as command-line subcommands."""
 
 from __future__ import annotations
 
@@ -110,3 +111,11 @@ def test_the_preset_and_its_recurrent_flags() -> None:
                               "--algo.sequence-length", "8", "--algo.burn-in", "2"])
     assert (cfg.actor.recurrent, cfg.actor.hidden_state_size) == ("gru", 32)
     assert (cfg.algo.sequence_length, cfg.algo.burn_in) == (8, 2)
+
+
+def test_the_other_recurrent_algorithms_are_subcommands_with_the_recurrent_flags() -> None:
+    for name in ("recurrent-impala", "recurrent-a2c"):  # (recurrent-pg and -appo: the same mixin and flags)
+        cfg = parse_args(PRESET, [f"algo:{name}", "--algo.sequence-length", "8", "--algo.burn-in", "2"])
+        assert cfg.algo.name == name and (cfg.algo.sequence_length, cfg.algo.burn_in) == (8, 2)
+        components = cfg.components()  # the preset's LSTM actor goes with the chosen algorithm
+        assert components.build_policy(components.spaces()).initial_state(2).shape == (2, 4, 64)

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ALGORITHM_MODULES = {"ppo", "sac", "sac_discrete", "td3", "ddpg", "dqn", "pg", "a2c", "recurrent", "recurrent_ppo",
-                     "impala", "appo"}
+                     "recurrent_pg", "recurrent_a2c", "recurrent_impala", "recurrent_appo", "impala", "appo"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -328,3 +328,52 @@ def test_print_throughput_10mb(capsys: pytest.CaptureFixture[str]) -> None:
     lines.append(f"zlib.crc32 of 10 MB: {crc_s * 1e3:.2f} ms ({mb / crc_s:.0f} MB/s); bytes() copy {copy_s * 1e3:.2f} ms")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+# -- Dict observations: nested dicts travel flat ("obs/image") ------------------------------------------
+
+
+def dict_rollout(step: int = 0) -> dict:
+    """A rollout whose observation is a dict: uint8 frames and a float vector."""
+    frames = image_frames(t=16, n=2, seed=step)
+    return {"obs": {"image": frames, "vec": float_noise(16 * 2 * 4 * 4, seed=step).reshape(16, 2, 4)},
+            "actions": np.arange(32, dtype=np.int64).reshape(16, 2), "valid": np.ones((16, 2), bool)}
+
+
+def assert_same_tree(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        if isinstance(a[key], dict):
+            assert_same_tree(a[key], b[key])
+        else:
+            assert_same(a[key], b[key])
+
+
+@pytest.mark.parametrize("compress", [True, False, {"obs"}], ids=["lz4", "raw", "obs-only"])
+def test_dict_observations_round_trip_exactly(compress) -> None:
+    data = dict_rollout()
+    packed = pack(data, compress=compress)
+    assert list(packed.arrays) == ["obs/image", "obs/vec", "actions", "valid"]
+    assert packed.arrays["obs/image"].dtype == "|u1"  # uint8 stays uint8 on the wire
+    if compress == {"obs"}:  # a top-level key covers the arrays under it
+        assert codecs(packed) == {"obs/image": "lz4", "obs/vec": "lz4", "actions": "raw", "valid": "raw"}
+    out = unpack(pickle.loads(pickle.dumps(packed)))
+    assert_same_tree(data, out)
+    assert out["obs"]["image"].dtype == np.uint8
+
+
+def test_compressor_decides_per_array_of_a_dict_observation() -> None:
+    comp = Compressor("auto", same_node=False)
+    data = dict_rollout()
+    packed = comp.pack(data)
+    assert codecs(packed)["obs/image"] == "lz4" and codecs(packed)["obs/vec"] == "raw"
+    assert comp.ratios["obs/image"] > 5.0  # uint8 frames compress, float noise does not
+    assert packed.wire_bytes < packed.raw_bytes / 2
+    assert_same_tree(data, unpack(packed))
+
+
+def test_keys_that_would_not_round_trip_are_refused() -> None:
+    with pytest.raises(ValueError, match="obs/image"):
+        pack({"obs/image": ARRAYS["u8"]})
+    with pytest.raises(ValueError, match="a/b"):
+        pack({"obs": {"a/b": ARRAYS["u8"]}})

@@ -405,3 +405,126 @@ def test_storage_contract():
     memory.start_round()  # the memory persists across rounds
     assert memory.num_samples == 3
     assert set(memory.before_gradients()) >= {"memory_size", "transitions_added"}
+
+
+# ---------------------------------------------------------------------- Dict observations (uint8 images inside)
+DICT_SPACE = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (2, 4, 4), np.uint8),
+                              "vec": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)})
+
+
+def dict_rollout(start: int, steps: int, envs: int = 1) -> dict:
+    """:func:`rollout` with a Dict observation: image pixels id % 256 (uint8), vec [id, id, id]."""
+    data = rollout(start, steps, envs)
+    ids = data["obs"][..., 0]
+    image = np.broadcast_to((ids % 256).astype(np.uint8)[..., None, None, None], (*ids.shape, 2, 4, 4)).copy()
+    return {**data, "obs": {"image": image, "vec": data["obs"]}}
+
+
+class DictCollector(Collector):
+    """:class:`Collector` with random Dict observations."""
+
+    def __init__(self, memory: ReplayMemory, envs: int, seed: int = 0) -> None:
+        super().__init__(memory, envs, seed)
+        self.obs = self._obs(envs)
+
+    def _obs(self, envs: int) -> dict[str, np.ndarray]:
+        return {"image": self.rng.integers(0, 256, (envs, 2, 4, 4), dtype=np.uint8),
+                "vec": self.rng.normal(size=(envs, 3)).astype(np.float32)}
+
+    def collect(self, steps: int) -> dict:
+        for _ in range(steps):
+            envs = len(self.prev_done)
+            next_obs = self._obs(envs)
+            end = self.rng.random(envs)
+            terminated, truncated = (end < 0.1) & ~self.prev_done, (end > 0.9) & ~self.prev_done
+            self.memory.insert(self.obs, self.rng.integers(0, 2, envs), self.rng.normal(size=envs),
+                               terminated, truncated, ~self.prev_done, {})
+            self.obs, self.prev_done = next_obs, terminated | truncated
+        self.memory.finish(self.obs, {})
+        return self.memory.get_data()
+
+
+def same_batch(a: ReplayBatch, b: ReplayBatch) -> bool:
+    return all(all(torch.equal(x[k], y[k]) for k in x) if isinstance(x, dict) else torch.equal(x, y)
+               for x, y in zip(a, b, strict=True))
+
+
+def test_dict_observations_round_trip_through_replay_with_dtypes_kept():
+    memory = ReplayConfig(memory_size=100, num_steps=3).build(DICT_SPACE, ACT_SPACE, 2)
+    assert {"obs/image", "obs/vec", "next_obs/image", "next_obs/vec"} <= set(memory.fields)
+    memory.add_data(dict_rollout(0, 3, envs=2), "w0")
+    memory.add_data(dict_rollout(6, 3, envs=2), "w0")
+    assert len(memory) == 12
+    assert memory.arrays["obs/image"].dtype == memory.arrays["next_obs/image"].dtype == np.uint8
+    batch = memory.sample(32, torch.Generator().manual_seed(0))
+    assert set(batch.obs) == set(batch.next_obs) == {"image", "vec"}
+    assert batch.obs["image"].dtype == batch.next_obs["image"].dtype == torch.uint8
+    assert batch.obs["image"].shape == (32, 2, 4, 4) and batch.obs["vec"].dtype == torch.float32
+    ids = batch.obs["vec"][:, 0]
+    assert torch.equal(batch.next_obs["vec"][:, 0], ids + 2)  # the same sub-env's next observation
+    assert torch.equal(batch.obs["image"][:, 1, 3, 3], ids.to(torch.uint8))
+    assert torch.equal(batch.next_obs["image"][:, 0, 0, 0], (ids + 2).to(torch.uint8))
+    assert torch.equal(batch.rewards, ids)
+
+
+def test_dict_observations_take_n_step_targets_across_rollouts():
+    memory = ReplayConfig(memory_size=100, num_steps=4, n_step=3, gamma=0.5).build(DICT_SPACE, ACT_SPACE, 1)
+    memory.add_data(dict_rollout(0, 4), "w0")  # ids 0..4; the next rollout starts at 4: the stream goes on
+    assert len(memory) == 2 and memory.before_gradients()["transitions_waiting"] == 2
+    memory.add_data(dict_rollout(4, 4), "w0")
+    assert len(memory) == 6
+    ids = memory.arrays["obs/vec"][:, 0]
+    np.testing.assert_array_equal(ids, np.arange(6))
+    np.testing.assert_array_equal(memory.arrays["next_obs/vec"][:, 0], ids + 3)
+    np.testing.assert_array_equal(memory.arrays["next_obs/image"][:, 0, 0, 0], (ids + 3).astype(np.uint8))
+    np.testing.assert_allclose(memory.arrays["rewards"], ids + 0.5 * (ids + 1) + 0.25 * (ids + 2))
+    broken = dict_rollout(40, 4)  # does not continue the stream: the waiting transitions end there
+    memory.add_data(broken, "w0")
+    np.testing.assert_array_equal(memory.arrays["obs/vec"][6:8, 0], [6, 7])
+    np.testing.assert_array_equal(memory.arrays["next_obs/vec"][6:8, 0], [8, 8])
+
+
+def test_dict_memory_state_dict_round_trip_gives_identical_batches(tmp_path):
+    config = ReplayConfig(num_steps=5, memory_size=16, n_step=3, prioritized=True, crc_debug=True)
+    cworker, gworker = (config.build(DICT_SPACE, ACT_SPACE, 2) for _ in "ab")
+    collector = DictCollector(cworker, 2, seed=1)
+    for _ in range(4):  # 40 steps into 16 slots: wrapped; n-step tails waiting
+        gworker.add_data(collector.collect(5), "cworker-0")
+    assert gworker.before_gradients()["transitions_waiting"] > 0
+    gworker.sample(64, torch.Generator().manual_seed(1))  # crc_debug: every sampled transition verifies
+    torch.save({"gworker": gworker.state_dict()}, tmp_path / "memory.pt")
+    state = torch.load(tmp_path / "memory.pt", weights_only=True)
+    assert state["gworker"]["arrays"]["obs/image"].dtype == torch.uint8
+    restored = config.build(DICT_SPACE, ACT_SPACE, 2)
+    restored.load_state_dict(state["gworker"])
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    for _ in range(3):
+        assert same_batch(gworker.sample(8, g1), restored.sample(8, g2))
+    data = collector.collect(5)  # the pending tails continue exactly
+    for memory in (gworker, restored):
+        memory.add_data(data, "cworker-0")
+    for name, array in gworker.arrays.items():
+        np.testing.assert_array_equal(restored.arrays[name], array, err_msg=name)
+
+
+def test_crc_debug_catches_a_corrupted_dict_observation():
+    config = ReplayConfig(num_steps=4, memory_size=64, crc_debug=True)
+    cworker, gworker = (config.build(DICT_SPACE, ACT_SPACE, 2) for _ in "ab")
+    gworker.add_data(DictCollector(cworker, 2).collect(4), "cworker-3")
+    generator = torch.Generator().manual_seed(0)
+    gworker.sample(256, generator)  # intact
+    gworker.arrays["next_obs/image"][2, 0, 0, 0] ^= 0xFF
+    with pytest.raises(ReplayCorruptionError, match="slot 2: .*'cworker-3'"):
+        gworker.sample(256, generator)
+
+
+def test_datasets_refuse_dict_observations_clearly(tmp_path):
+    memory = ReplayConfig(memory_size=10, num_steps=3).build(DICT_SPACE, ACT_SPACE, 1)
+    memory.add_data(dict_rollout(0, 3), "w0")
+    with pytest.raises(ValueError, match="Dict"):
+        write_dataset(memory, tmp_path / "data.npz")
+    source = build()
+    source.add_data(rollout(0, 3), "w0")
+    write_dataset(source, tmp_path / "flat.npz")
+    with pytest.raises(ConfigError, match="ReplayConfig.dataset_path"):
+        ReplayConfig(dataset_path=str(tmp_path / "flat.npz")).build(DICT_SPACE, ACT_SPACE, 1)

@@ -423,3 +423,67 @@ def test_a_batch_of_autoreset_steps_only_is_skipped():
     store.before_gradients()
     batches = list(store.generate_sequences(1, minibatch_size=1, sequence_length=1))  # 4 one-step columns
     assert len(batches) == 3 and all(b.num_samples == 1 for b in batches)
+
+
+# ---------------------------------------------------------------- Dict observations (uint8 images inside)
+DICT_SPACE = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (2, 5, 5), np.uint8),
+                              "vec": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)})
+
+
+def dict_obs(ids: np.ndarray) -> dict[str, np.ndarray]:
+    """A Dict observation per id (any shape of ids): image pixels id % 256, vec [id, -id, 0]."""
+    ids = np.asarray(ids, np.float32)
+    image = np.broadcast_to((ids % 256).astype(np.uint8)[..., None, None, None], (*ids.shape, 2, 5, 5)).copy()
+    return {"image": image, "vec": np.stack([ids, -ids, np.zeros_like(ids)], axis=-1)}
+
+
+def fill_dict_storage(store: RolloutStorage, steps: int, envs: int, prev_done: list[tuple[int, int]] = ()) -> None:
+    """obs of (t, n) has id envs * t + n; (t, n) in prev_done are autoreset steps."""
+    valid = np.ones((steps, envs), bool)
+    for t, n in prev_done:
+        valid[t, n] = False
+    for t in range(steps):
+        ids = envs * t + np.arange(envs)
+        store.insert(dict_obs(ids), ids % 2, ids.astype(np.float32), np.zeros(envs, bool), np.zeros(envs, bool),
+                     valid[t], {"logp": np.zeros(envs, np.float32), "values": np.zeros(envs, np.float32)})
+    store.finish(dict_obs(envs * steps + np.arange(envs)), {"values": np.zeros(envs, np.float32)})
+
+
+def test_dict_observations_round_trip_through_rollout_storage_with_dtypes_kept():
+    store = RolloutConfig(num_steps=4, gamma=0.0, gae_lambda=0.0).build(DICT_SPACE, ACT_SPACE, num_envs=3)
+    assert [k for k in store.layout if k.startswith("obs")] == ["obs/image", "obs/vec"]
+    fill_dict_storage(store, 4, 3, prev_done=[(2, 1)])
+    data = store.get_data()
+    assert set(data["obs"]) == {"image", "vec"}
+    assert data["obs"]["image"].dtype == np.uint8 and data["obs"]["image"].shape == (5, 3, 2, 5, 5)
+    assert data["obs"]["vec"].dtype == np.float32 and data["obs"]["vec"].shape == (5, 3, 3)
+    gworker = RolloutConfig(num_steps=4, gamma=0.0, gae_lambda=0.0).build(DICT_SPACE, ACT_SPACE, num_envs=3)
+    gworker.add_data(data)
+    assert gworker.num_samples == 11
+    gworker.before_gradients()
+    (batch,) = gworker.generate_batches(1, minibatch_size=10**6)
+    assert batch.obs["image"].dtype == torch.uint8 and batch.obs["vec"].dtype == torch.float32
+    ids = batch.obs["vec"][:, 0]
+    assert sorted(ids.tolist()) == [i for i in range(12) if i != 7]  # (2, 1) -> id 7 is an autoreset step
+    # every field of a sample belongs to the same step
+    assert torch.equal(batch.obs["image"][:, 0, 0, 0], (ids % 256).to(torch.uint8))
+    assert torch.equal(batch.advantages, ids) and torch.equal(batch.actions, ids.long() % 2)
+    (seq,) = gworker.generate_sequences(1, minibatch_size=10**6)
+    assert seq.obs["image"].shape == (5, 3, 2, 5, 5) and seq.obs["image"].dtype == torch.uint8
+    assert seq.obs["vec"].shape == (5, 3, 3)
+    for c in range(3):  # whole columns, in time order, the last row the observation after the last step
+        n = int(seq.obs["vec"][0, c, 0])
+        np.testing.assert_array_equal(seq.obs["vec"][:, c, 0].numpy(), n + 3 * np.arange(5))
+        np.testing.assert_array_equal(seq.obs["image"][:, c, 1, 4, 4].numpy(), n + 3 * np.arange(5))
+
+
+def test_a_dict_rollout_missing_a_key_is_rejected():
+    store = RolloutConfig(num_steps=1).build(DICT_SPACE, ACT_SPACE, num_envs=2)
+    with pytest.raises(ValueError, match="observation keys"):
+        store.insert({"image": dict_obs(np.zeros(2))["image"]}, np.zeros(2, np.int64), np.zeros(2), np.zeros(2, bool),
+                     np.zeros(2, bool), np.ones(2, bool), {"logp": np.zeros(2), "values": np.zeros(2)})
+    fill_dict_storage(store, 1, 2)
+    data = store.get_data()
+    del data["obs"]["vec"]
+    with pytest.raises(ValueError, match="obs/vec"):
+        store.add_data(data)
