@@ -1,4 +1,5 @@
-"""colonyrl.envs: gymnasium env factories (vector envs with next-step autoreset, seeding, wrappers).
+"""colonyrl.envs: gymnasium env factories (vector envs with next-step autoreset, seeding, declarative
+wrappers, normalization shared across workers).
 
 ``from colonyrl.envs import EnvConfig`` imports gymnasium on first use, not when the package is
 imported (the same lazy pattern as :mod:`colonyrl.scheme`).
@@ -11,6 +12,10 @@ from typing import Any
 
 _EXPORTS = {
     "EnvConfig": "colonyrl.envs.factory",
+    "WrapperConfig": "colonyrl.envs.factory",
+    "NormalizeConfig": "colonyrl.envs.normalization",
+    "RunningMeanStd": "colonyrl.envs.normalization",
+    "Statistics": "colonyrl.envs.normalization",
     "EnvHandle": "colonyrl.envs.factory",
     "StepDelay": "colonyrl.envs.factory",
     "env_seeds": "colonyrl.envs.factory",

@@ -26,6 +26,8 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -36,10 +38,12 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from colonyrl.config import Config, ConfigError, param
-from colonyrl.envs import wrappers as _wrappers  # noqa: F401  (registers colonyrl/... env ids)
+from colonyrl.envs import wrappers as _wrappers  # registers colonyrl/... env ids; the wrapper names
+from colonyrl.envs.normalization import NormalizeConfig
 from colonyrl.envs.snapshot import SubEnvState
 
-__all__ = ["EnvConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats"]
+__all__ = ["EnvConfig", "WrapperConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats",
+           "check_json"]
 
 
 def env_seeds(seed: int, worker_index: int, num_envs: int) -> list[int]:
@@ -79,11 +83,88 @@ class StepDelay(gymnasium.Wrapper):
         return self.env.step(action)
 
 
+def check_json(where: str, value: Any) -> None:
+    """Raise :class:`ConfigError` naming the first entry of ``value`` that is not JSON: a dict with
+    string keys, a list or tuple, a string, a finite number, a bool or None (nested freely)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):  # JSON has no NaN or infinity
+            raise ConfigError(where, value, "a JSON value (numbers finite)")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_json(f"{where}[{i}]", item)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}[{key!r}]", key, "a string key (JSON objects have string keys)")
+            check_json(f"{where}.{key}", item)
+        return
+    raise ConfigError(where, value, "a JSON value: dict (string keys), list, string, number, bool or None")
+
+
+def _as_arguments(value: Any) -> Any:
+    """JSON lists as tuples (gymnasium's wrappers take shapes as tuples: ``ResizeObservation``
+    rejects a list), everything else as it is."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_arguments(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_arguments(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class WrapperConfig(Config):
+    """One entry of :attr:`EnvConfig.wrappers`: a wrapper class by name, with keyword arguments.
+
+    ``name`` is one of gymnasium's single-env wrappers (``gymnasium.wrappers.<name>``, e.g.
+    ``"TimeAwareObservation"``, ``"FrameStackObservation"``, ``"ClipAction"``) or colonyrl's own
+    (``"RemoveVelocity"``: envs/wrappers.py); :class:`EnvConfig` checks it and the keywords against
+    the wrapper's signature. ``kwargs`` are JSON values; lists reach the wrapper as tuples.
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def _check(self) -> None:
+        check_json(f"{type(self).__name__}.kwargs", self.kwargs)
+
+    def wrap(self, env: gymnasium.Env) -> gymnasium.Env:
+        cls = _wrappers.wrapper_class(self.name)
+        if cls is None:
+            raise ConfigError("WrapperConfig.name", self.name, _wrappers.unknown_wrapper_message(self.name))
+        return cls(env, **_as_arguments(self.kwargs))
+
+    @staticmethod
+    def parse_list(text: str) -> tuple[WrapperConfig, ...]:
+        """Wrappers from JSON (the command line's ``--env.wrappers``): a list whose entries are a
+        name, or ``{"name": ..., "kwargs": {...}}``."""
+        entries = json.loads(text)
+        if not isinstance(entries, list):
+            raise ConfigError("EnvConfig.wrappers", text, 'a JSON list of names or {"name": ..., "kwargs": {...}}')
+        out = []
+        for i, entry in enumerate(entries):
+            if isinstance(entry, str):
+                entry = {"name": entry}
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or set(entry) - {"name", "kwargs"}:
+                raise ConfigError(f"EnvConfig.wrappers[{i}]", entry, 'a name or {"name": ..., "kwargs": {...}}')
+            out.append(WrapperConfig(name=entry["name"], kwargs=entry.get("kwargs") or {}))
+        return tuple(out)
+
+    @staticmethod
+    def list_json(wrappers: tuple[WrapperConfig, ...]) -> str:
+        """The inverse of :meth:`parse_list`."""
+        return json.dumps([{"name": w.name, "kwargs": w.kwargs} if w.kwargs else w.name for w in wrappers])
+
+
 def _make_sub_env(
     env_id: str, max_episode_steps: int | None, kwargs: dict[str, Any], step_delay_s: float,
-    in_worker: bool = False,
+    in_worker: bool = False, wrappers: tuple[WrapperConfig, ...] = (),
 ) -> gymnasium.Env:
-    """Build one sub-env (the thunk the vector env calls, in this or a spawned process).
+    """Build one sub-env (the thunk the vector env calls, in this or a spawned process): the
+    registered env, then ``wrappers`` in order (the first is innermost), then the step delay.
 
     ``in_worker``: an ``AsyncVectorEnv`` sub-env, wrapped outermost in :class:`SubEnvState` so that
     envs/snapshot.py can snapshot and restore it from the main process.
@@ -91,6 +172,13 @@ def _make_sub_env(
     if max_episode_steps is not None:  # None: keep the registered spec's own TimeLimit
         kwargs = {**kwargs, "max_episode_steps": max_episode_steps}
     env = gymnasium.make(env_id, **kwargs)
+    for i, wrapper in enumerate(wrappers):
+        try:
+            env = wrapper.wrap(env)
+        except Exception as e:  # e.g. an image wrapper on a vector observation: name the entry
+            env.close()
+            raise ConfigError(f"EnvConfig.wrappers[{i}]", wrapper.name,
+                              f"a wrapper that fits {env_id} wrapped so far ({type(e).__name__}: {e})") from e
     if step_delay_s > 0:
         env = StepDelay(env, step_delay_s)
     return SubEnvState(env) if in_worker else env
@@ -117,15 +205,37 @@ class EnvConfig(Config):
     vectorization: Literal["sync", "async"] = "sync"
     #: Overrides the spec's time limit (``gymnasium.make(..., max_episode_steps=)``); None keeps it.
     max_episode_steps: int | None = param(None, ge=1)
-    #: Extra keyword arguments for ``gymnasium.make`` (e.g. ``{"g": 9.81}`` for Pendulum).
-    kwargs: dict[str, float | int | str | bool] = field(default_factory=dict)
+    #: Extra keyword arguments for ``gymnasium.make``, any JSON values (e.g. ``{"g": 9.81}`` for
+    #: Pendulum). On the command line: ``--env.kwargs '{"g": 9.81}'``.
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Wrappers applied in order (the first innermost) to every sub-env of every CWorker and of
+    #: evaluation; the spaces the networks and storage are built for are the wrapped env's. On the
+    #: command line a JSON list: ``--env.wrappers '["TimeAwareObservation", {"name":
+    #: "FrameStackObservation", "kwargs": {"stack_size": 4}}]'``.
+    wrappers: tuple[WrapperConfig, ...] = ()
+    #: Running observation / return-based reward normalization shared by every worker (SB3's
+    #: ``VecNormalize`` semantics; envs/normalization.py). Off by default.
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     #: Seconds slept per sub-env step (:class:`StepDelay`): simulates slow envs.
     step_delay_s: float = param(0.0, ge=0.0)
     #: Only these worker indices get ``step_delay_s`` (None: all): simulates a straggler.
     step_delay_workers: tuple[int, ...] | None = None
 
     def _check(self) -> None:
-        where = f"{type(self).__name__}.id"
+        name = type(self).__name__
+        check_json(f"{name}.kwargs", self.kwargs)
+        for i, wrapper in enumerate(self.wrappers):
+            cls = _wrappers.wrapper_class(wrapper.name)
+            if cls is None:
+                raise ConfigError(f"{name}.wrappers[{i}].name", wrapper.name,
+                                  _wrappers.unknown_wrapper_message(wrapper.name))
+            bad = _wrappers.check_wrapper_kwargs(cls, wrapper.kwargs)
+            if bad is not None:
+                key, allowed = bad
+                field_name = f"{name}.wrappers[{i}].kwargs" + (f".{key}" if key else "")
+                raise ConfigError(field_name, wrapper.kwargs.get(key, wrapper.kwargs) if key else wrapper.kwargs,
+                                  allowed)
+        where = f"{name}.id"
         env_name = self.id
         if ":" in self.id:  # "module:Env-v0": the module registers the env on import
             module, _, env_name = self.id.partition(":")
@@ -146,8 +256,20 @@ class EnvConfig(Config):
         """One picklable thunk per sub-env (what ``SyncVectorEnv``/``AsyncVectorEnv`` take)."""
         slow = self.step_delay_workers is None or worker_index in self.step_delay_workers
         thunk = functools.partial(_make_sub_env, self.id, self.max_episode_steps, dict(self.kwargs),
-                                  self.step_delay_s if slow else 0.0, self.vectorization == "async")
+                                  self.step_delay_s if slow else 0.0, self.vectorization == "async", self.wrappers)
         return [thunk] * self.num_envs
+
+    def make_single(self) -> gymnasium.Env:
+        """One sub-env, built and wrapped exactly as each CWorker's (without the step delay)."""
+        return _make_sub_env(self.id, self.max_episode_steps, dict(self.kwargs), 0.0, False, self.wrappers)
+
+    def spaces(self) -> tuple[gymnasium.Space, gymnasium.Space]:
+        """(observation, action) space of one wrapped sub-env (built and closed here)."""
+        env = self.make_single()
+        try:
+            return env.observation_space, env.action_space
+        finally:
+            env.close()
 
     def make(self, num_envs: int | None = None, seed: int = 0, worker_index: int = 0) -> EnvHandle:
         """Build the vector env, reset it once with per-worker, per-sub-env seeds, seed its spaces.

@@ -26,6 +26,8 @@ Only :func:`snapshot` and :func:`restore` import torch: the async workers import
 
 from __future__ import annotations
 
+import functools
+import types
 from collections import deque
 from enum import Enum
 from typing import Any, NamedTuple
@@ -39,7 +41,10 @@ __all__ = ["snapshot", "restore", "RestoreReport", "LayerReport", "SubEnvState"]
 
 _SCALARS = (bool, int, float, type(None))
 _SKIP = object()  # what _capture returns for a value it cannot save
-_CONFIG_TYPES = (str, Enum, gymnasium.Space, EnvSpec)
+# Functions a layer holds (e.g. TimeAwareObservation's ``_obs_postprocess_func``) are set when it is built:
+# configuration, like its spaces.
+_CONFIG_TYPES = (str, Enum, gymnasium.Space, EnvSpec, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                 functools.partial)
 # gymnasium's attributes that are not state although their values are not plain: the links that
 # _chain walks, how a layer was built, scratch data overwritten before it is read (SyncVectorEnv's
 # per-step observations, PassiveEnvChecker's data-reuse check), AsyncVectorEnv's worker plumbing.

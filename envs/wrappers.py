@@ -1,4 +1,5 @@
-"""Observation wrappers colonyrl ships, and the gymnasium ids registered with them.
+"""Observation wrappers colonyrl ships, the gymnasium ids registered with them, and the wrappers
+``EnvConfig.wrappers`` may name.
 
 * :class:`RemoveVelocity` drops the velocity entries of a classic-control observation, which turns
   the task into a partially observed one that only a policy with memory solves (the RL Zoo's
@@ -6,6 +7,10 @@
   benchmarks RecurrentPPO on it as ``CartPoleNoVel-v1``).
 * ``colonyrl/CartPoleNoVel-v1``: CartPole-v1 observing cart position and pole angle only (indices
   0 and 2 of [x, x_dot, theta, theta_dot]), with CartPole-v1's 500-step limit and threshold.
+* :func:`wrapper_class` / :func:`wrapper_names`: a declarative wrapper list names gymnasium's
+  single-env wrappers (``gymnasium.wrappers.__all__``) or colonyrl's own (:data:`PROJECT_WRAPPERS`)
+  by class name, with keyword arguments; :func:`check_wrapper_kwargs` checks those against the
+  wrapper's signature before any env is built.
 
 The ids are registered when this module is imported; envs/factory.py imports it, so every
 process that builds an env (a CWorker, a Ray worker, an evaluation) knows them.
@@ -13,24 +18,31 @@ process that builds an env (a CWorker, a Ray worker, an evaluation) knows them.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any
 
 import gymnasium
 import numpy as np
 
-__all__ = ["RemoveVelocity", "VELOCITY_INDICES", "cartpole_no_velocity", "CARTPOLE_NO_VELOCITY"]
+__all__ = ["RemoveVelocity", "VELOCITY_INDICES", "cartpole_no_velocity", "CARTPOLE_NO_VELOCITY", "PROJECT_WRAPPERS",
+           "EXCLUDED_WRAPPERS", "wrapper_names", "wrapper_class", "unknown_wrapper_message", "check_wrapper_kwargs"]
 
 #: The velocity entries of classic-control observations, by env id.
 VELOCITY_INDICES: dict[str, tuple[int, ...]] = {"CartPole-v1": (1, 3)}
 CARTPOLE_NO_VELOCITY = "colonyrl/CartPoleNoVel-v1"
 
 
-class RemoveVelocity(gymnasium.ObservationWrapper):
+class RemoveVelocity(gymnasium.ObservationWrapper, gymnasium.utils.RecordConstructorArgs):
     """Remove the entries ``indices`` of a flat Box observation (default: the env's velocities,
-    :data:`VELOCITY_INDICES`); the observation space keeps the bounds of the other entries."""
+    :data:`VELOCITY_INDICES`); the observation space keeps the bounds of the other entries.
+
+    It records its arguments as gymnasium's own wrappers do (``RecordConstructorArgs``), so the
+    env's spec can rebuild it (``gymnasium.make(env.spec)``, which the env checker does)."""
 
     def __init__(self, env: gymnasium.Env, indices: tuple[int, ...] | None = None) -> None:
-        super().__init__(env)
+        gymnasium.utils.RecordConstructorArgs.__init__(self, indices=indices)
+        gymnasium.ObservationWrapper.__init__(self, env)
         space = env.observation_space
         if not isinstance(space, gymnasium.spaces.Box) or len(space.shape) != 1:
             raise ValueError(f"RemoveVelocity needs a flat Box observation space, got {space}")
@@ -59,3 +71,68 @@ def cartpole_no_velocity(**kwargs: Any) -> gymnasium.Env:
 if CARTPOLE_NO_VELOCITY not in gymnasium.envs.registry:
     gymnasium.register(CARTPOLE_NO_VELOCITY, entry_point="colonyrl.envs.wrappers:cartpole_no_velocity",
                        max_episode_steps=500, reward_threshold=475.0)
+
+
+# -- declarative wrappers (EnvConfig.wrappers) ----------------------------------------------------
+
+#: colonyrl's own wrappers, by the name a wrapper list uses (each passes gymnasium's env checker:
+#: tests/envs/test_wrappers.py).
+PROJECT_WRAPPERS: dict[str, type[gymnasium.Wrapper]] = {"RemoveVelocity": RemoveVelocity}
+
+#: gymnasium wrappers a declarative list cannot use, and why.
+EXCLUDED_WRAPPERS: dict[str, str] = {
+    **dict.fromkeys(("TransformObservation", "TransformAction", "TransformReward"),
+                    "it takes a Python function, which a config cannot hold (write a wrapper class instead)"),
+    "Autoreset": "colonyrl's vector env autoresets every sub-env itself (next-step mode)",
+    "RecordEpisodeStatistics": "colonyrl's vector env records episode statistics already",
+    **dict.fromkeys(("NormalizeObservation", "NormalizeReward"),
+                    "its statistics are per sub-env: use EnvConfig.normalize, shared by every worker"),
+    **dict.fromkeys(("ArrayConversion", "JaxToNumpy", "JaxToTorch", "NumpyToTorch"),
+                    "colonyrl's sub-envs exchange numpy arrays"),
+    "HumanRendering": "it opens a window in every sub-env",
+}
+
+
+def wrapper_names() -> list[str]:
+    """Every name a wrapper list accepts: gymnasium's single-env wrappers (not the vector ones, not
+    :data:`EXCLUDED_WRAPPERS`), then colonyrl's."""
+    names = [n for n in gymnasium.wrappers.__all__ if n != "vector" and n not in EXCLUDED_WRAPPERS]
+    return [*names, *PROJECT_WRAPPERS]
+
+
+def unknown_wrapper_message(name: str) -> str:
+    """What a ConfigError says is allowed instead of ``name``: the close matches first, then all."""
+    if name in EXCLUDED_WRAPPERS:
+        return f"a declarative wrapper ({name} cannot be one: {EXCLUDED_WRAPPERS[name]})"
+    allowed = wrapper_names()
+    close = difflib.get_close_matches(name, allowed, n=3, cutoff=0.6)
+    hint = f"close matches: {', '.join(map(repr, close))}; " if close else ""
+    return f"a wrapper class name ({hint}one of {', '.join(allowed)})"
+
+
+def wrapper_class(name: str) -> type[gymnasium.Wrapper] | None:
+    """The wrapper class a list entry names, or None for a name it may not use."""
+    if name in PROJECT_WRAPPERS:
+        return PROJECT_WRAPPERS[name]
+    if name not in wrapper_names():
+        return None
+    cls = getattr(gymnasium.wrappers, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, gymnasium.Wrapper) else None
+
+
+def check_wrapper_kwargs(cls: type, kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """``(bad key or "", what is allowed)`` when ``cls(env, **kwargs)`` does not fit the wrapper's
+    signature (an unknown keyword, or a required argument missing), else None."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # after self, env
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None  # takes any keyword: the wrapper checks them itself when built
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = [p.name for p in named]
+    described = ", ".join(accepted) if accepted else "none"
+    for key in kwargs:
+        if key not in accepted:
+            return key, f"a keyword argument of {cls.__name__} ({described})"
+    missing = [p.name for p in named if p.default is p.empty and p.name not in kwargs]
+    if missing:
+        return "", f"keyword arguments with {', '.join(map(repr, missing))} (required by {cls.__name__}: {described})"
+    return None

@@ -8,6 +8,7 @@ The CLI is generated from these dataclasses by tyro (``launch/cli.py``): every f
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from typing import Annotated, Any, Literal
 
@@ -30,7 +31,7 @@ from colonyrl.agents.recurrent_ppo import RecurrentPPOConfig
 from colonyrl.agents.sac import SACConfig
 from colonyrl.agents.td3 import TD3Config
 from colonyrl.config import Config, ConfigError, param
-from colonyrl.envs.factory import EnvConfig
+from colonyrl.envs.factory import EnvConfig, WrapperConfig
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.scheme import SchemeConfig
 from colonyrl.storage.replay import ReplayConfig
@@ -174,6 +175,29 @@ class TrainConfig(Config):
                 * self.storage.num_steps)
 
 
+def _json_flags() -> tyro.constructors.ConstructorRegistry:
+    """JSON on the command line for the fields whose values are any JSON, which tyro cannot parse
+    key by key: ``--env.kwargs '{"g": 9.81}'`` and ``--env.wrappers '["TimeAwareObservation",
+    {"name": "FrameStackObservation", "kwargs": {"stack_size": 4}}]'`` (a primitive rule of
+    tyro's ``ConstructorRegistry``, which takes precedence over its own parsing of dicts and tuples)."""
+    registry = tyro.constructors.ConstructorRegistry()
+
+    @registry.primitive_rule
+    def json_rule(info: tyro.constructors.PrimitiveTypeInfo) -> tyro.constructors.PrimitiveConstructorSpec | None:
+        origin, params = typing.get_origin(info.type), typing.get_args(info.type)
+        if origin is dict and params == (str, Any):
+            return tyro.constructors.PrimitiveConstructorSpec(
+                nargs=1, metavar="JSON", instance_from_str=lambda args: json.loads(args[0]),
+                is_instance=lambda v: isinstance(v, dict), str_from_instance=lambda v: [json.dumps(v)])
+        if origin is tuple and params == (WrapperConfig, Ellipsis):
+            return tyro.constructors.PrimitiveConstructorSpec(
+                nargs=1, metavar="JSON", instance_from_str=lambda args: WrapperConfig.parse_list(args[0]),
+                is_instance=lambda v: isinstance(v, tuple), str_from_instance=lambda v: [WrapperConfig.list_json(v)])
+        return None
+
+    return registry
+
+
 def parse_args(default: TrainConfig, args: list[str] | None = None, prog: str | None = None,
                description: str | None = None) -> TrainConfig:
     """``TrainConfig`` from command-line flags, with ``default``'s values as the defaults.
@@ -193,4 +217,4 @@ def parse_args(default: TrainConfig, args: list[str] | None = None, prog: str | 
             at = args.index(f"algo:{chosen[-1]}")
             args.insert(at, f"storage:{algo.storage_kind}")
     return tyro.cli(TrainConfig, default=default, args=args, prog=prog, description=description,
-                    config=(tyro.conf.CascadeSubcommandArgs,))
+                    config=(tyro.conf.CascadeSubcommandArgs,), registry=_json_flags())

@@ -9,6 +9,10 @@ A saved model is a folder with two files:
   dimension: plain torch runs it without colonyrl,
   ``torch.export.load("policy.pt2").module()(obs) -> action``; a recurrent policy's takes and
   returns its state, ``(obs, state) -> (action, state)`` (zeros where an episode starts).
+
+A run that normalized observations (``EnvConfig.normalize.obs``) saves its statistics, frozen, in
+``model.pt`` and bakes them into ``policy.pt2`` (:class:`NormalizedExport`), so both act on raw
+observations; evaluation during training uses the Learner's statistics, frozen, the same way.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import torch
 from colonyrl.agents.base import Algorithm, Policy, initial_state
 from colonyrl.agents.networks import export_module
 from colonyrl.envs.factory import EnvConfig
+from colonyrl.envs.normalization import ObsNormalizer, RunningMeanStd
 
 __all__ = ["ModelFileError", "EvalResult", "evaluate", "save_model", "load_model", "MODEL_FORMAT", "EVAL_WORKER_INDEX",
-           "FINAL_EVAL_WORKER_INDEX"]
+           "FINAL_EVAL_WORKER_INDEX", "NormalizedPolicy", "NormalizedExport", "learner_obs_normalizer"]
 
 MODEL_FORMAT = "colonyrl-model/1"
 #: Evaluation envs are seeded as this worker index, apart from every training worker.
@@ -48,13 +53,18 @@ class EvalResult(NamedTuple):
 
 
 def evaluate(agent: Policy | Algorithm, env: EnvConfig, episodes: int = 10, seed: int = 0,
-             deterministic: bool = True, worker_index: int = EVAL_WORKER_INDEX) -> EvalResult:
+             deterministic: bool = True, worker_index: int = EVAL_WORKER_INDEX,
+             obs_normalizer: ObsNormalizer | None = None) -> EvalResult:
     """Mean and std of the return over ``episodes`` episodes, one per sub-env, run side by side
     (sub-env seeds from ``seed`` and ``worker_index``, envs/factory.py ``env_seeds``), acting with
     ``agent``'s policy (an algorithm's own policy, or a policy on its own). A stateful (recurrent)
     policy starts from its initial state, carries it step by step and resets it where an episode
-    starts (the step after an autoreset step), as a CWorker does."""
+    starts (the step after an autoreset step), as a CWorker does. ``obs_normalizer``: the frozen
+    observation normalization the policy was trained with (:func:`learner_obs_normalizer`); the
+    env's own wrappers (``EnvConfig.wrappers``) apply as in training, since ``env`` builds them."""
     policy: Policy = agent.policy if isinstance(agent, Algorithm) else agent
+    if obs_normalizer is not None:
+        policy = NormalizedPolicy(policy, obs_normalizer)
     venv, obs = env.make(num_envs=episodes, seed=seed, worker_index=worker_index)
     try:
         returns = np.zeros(episodes)
@@ -77,9 +87,10 @@ def evaluate(agent: Policy | Algorithm, env: EnvConfig, episodes: int = 10, seed
     return EvalResult(float(returns.mean()), float(returns.std()), returns, lengths)
 
 
-def save_model(folder: str | os.PathLike[str], algo: Algorithm, config: Any, counters: dict[str, int]) -> Path:
+def save_model(folder: str | os.PathLike[str], algo: Algorithm, config: Any, counters: dict[str, int],
+               obs_normalizer: ObsNormalizer | None = None) -> Path:
     """Write ``model.pt`` (the acting weights) and ``policy.pt2`` into ``folder`` (each atomically:
-    temp file, rename)."""
+    temp file, rename); with ``obs_normalizer``, both normalize raw observations as training did."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {
@@ -88,9 +99,14 @@ def save_model(folder: str | os.PathLike[str], algo: Algorithm, config: Any, cou
         "state_dict": {k: torch.from_numpy(v) for k, v in algo.acting_weights().items()},
         "counters": dict(counters),
     }
+    module = algo.policy.export_module()
+    if obs_normalizer is not None:
+        state["normalizer"] = {"rms": obs_normalizer.rms.state_dict(), "clip": float(obs_normalizer.clip),
+                               "epsilon": float(obs_normalizer.epsilon)}
+        module = NormalizedExport.of(module, obs_normalizer)
     _atomic(folder / "model.pt", lambda p: torch.save(state, p))
     space = config.components().spaces().observation
-    _atomic(folder / "policy.pt2", lambda p: export_module(algo.policy.export_module(), space, str(p)))
+    _atomic(folder / "policy.pt2", lambda p: export_module(module, space, str(p)))
     return folder
 
 
@@ -113,7 +129,83 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Policy, Any, dict[str, int
     components = config.components()
     policy = components.build_policy(components.spaces())
     policy.set_weights({k: v.numpy() for k, v in state["state_dict"].items()})
+    saved = state.get("normalizer")
+    if saved is not None:  # trained on normalized observations: act on raw ones through them
+        policy = NormalizedPolicy(policy, ObsNormalizer(RunningMeanStd.from_state(saved["rms"]), saved["clip"],
+                                                        saved["epsilon"]))
     return policy, config, state.get("counters", {})
+
+
+def learner_obs_normalizer(learner: Any) -> ObsNormalizer | None:
+    """The Learner's observation statistics, frozen, with its train env's clip and epsilon (empty
+    statistics before any data: what the CWorkers use then too); None when the train env does not
+    normalize observations."""
+    config = learner.components.env.normalize
+    if not config.obs:
+        return None
+    stats = learner.normalizer
+    rms = stats.obs if stats is not None and stats.obs is not None else \
+        RunningMeanStd(tuple(learner.components.spaces().observation.shape))
+    return ObsNormalizer(rms.copy(), config.clip_obs, config.epsilon)
+
+
+class NormalizedPolicy:
+    """A policy acting on raw observations through frozen normalization; everything else is the
+    inner policy's (its state, extras, weights)."""
+
+    def __init__(self, policy: Any, normalizer: ObsNormalizer) -> None:
+        self.policy, self.normalizer = policy, normalizer
+
+    def act(self, obs: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        return self.policy.act(self.normalizer(obs), *args, **kwargs)
+
+    def bootstrap(self, obs: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        return self.policy.bootstrap(self.normalizer(obs), *args, **kwargs)
+
+    def export_module(self) -> torch.nn.Module:
+        return NormalizedExport.of(self.policy.export_module(), self.normalizer)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("policy", "normalizer"):  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.policy, name)
+
+
+class NormalizedExport(torch.nn.Module):
+    """``obs -> policy(normalized obs)`` for ``torch.export``: the frozen statistics in front of an
+    exported policy, computed in float64 as the CWorkers' numpy (envs/normalization.py
+    ``normalize_obs``), so plain torch on raw observations gives the actions the framework gives."""
+
+    def __init__(self, module: torch.nn.Module, normalizer: ObsNormalizer) -> None:
+        super().__init__()
+        self.policy = module
+        self.register_buffer("mean", torch.from_numpy(normalizer.rms.mean.copy()))
+        self.register_buffer("std", torch.from_numpy(np.sqrt(normalizer.rms.var + normalizer.epsilon)))
+        self.clip = float(normalizer.clip)
+
+    @staticmethod
+    def of(module: torch.nn.Module, normalizer: ObsNormalizer) -> NormalizedExport:
+        """The wrapper for ``module``: a stateful policy's (``state_shape``) takes its state too."""
+        return (_NormalizedStatefulExport if getattr(module, "state_shape", None) is not None
+                else NormalizedExport)(module, normalizer)
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        x = ((obs.to(torch.float64) - self.mean) / self.std).clamp(-self.clip, self.clip)
+        return x.to(obs.dtype if obs.is_floating_point() else torch.float32)
+
+    def forward(self, obs: torch.Tensor) -> Any:
+        return self.policy(self.normalize(obs))
+
+
+class _NormalizedStatefulExport(NormalizedExport):
+    """:class:`NormalizedExport` of a stateful policy: ``(obs, state) -> (env action, next state)``."""
+
+    def __init__(self, module: torch.nn.Module, normalizer: ObsNormalizer) -> None:
+        super().__init__(module, normalizer)
+        self.state_shape = tuple(module.state_shape)
+
+    def forward(self, obs: torch.Tensor, state: torch.Tensor) -> Any:  # type: ignore[override]
+        return self.policy(self.normalize(obs), state)
 
 
 def _atomic(target: Path, write: Any) -> None:

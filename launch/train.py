@@ -15,7 +15,13 @@ from colonyrl.config import from_dict, to_flat_dict
 from colonyrl.launch.checkpoint import load_checkpoint, save_checkpoint
 from colonyrl.launch.config import TrainConfig
 from colonyrl.launch.console import Console
-from colonyrl.launch.evaluate import FINAL_EVAL_WORKER_INDEX, EvalResult, evaluate, save_model
+from colonyrl.launch.evaluate import (
+    FINAL_EVAL_WORKER_INDEX,
+    EvalResult,
+    evaluate,
+    learner_obs_normalizer,
+    save_model,
+)
 from colonyrl.launch.signals import StopRequest
 from colonyrl.launch.tracking import Tracker
 from colonyrl.scheme.learner import NonFiniteError
@@ -93,12 +99,12 @@ def train(cfg: TrainConfig) -> TrainResult:
             learner.sync_weights()
             # Its own seeds: not the episodes of the periodic evaluation that may have stopped the run.
             final = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed,
-                             worker_index=FINAL_EVAL_WORKER_INDEX)
+                             worker_index=FINAL_EVAL_WORKER_INDEX, obs_normalizer=learner_obs_normalizer(learner))
             counters = learner.counters()
             tracker.log_metrics({"eval_return": final.mean, "eval_return_std": final.std,
                                  "final_eval_return": final.mean}, step=counters["env_steps"])
             model_dir = run_dir
-            save_model(model_dir, learner.algo, cfg, counters)
+            save_model(model_dir, learner.algo, cfg, counters, learner_obs_normalizer(learner))
         tracker.log_artifact(model_dir / "model.pt", "model")
         tracker.log_artifact(model_dir / "policy.pt2", "model")
         wall = time.perf_counter() - start
@@ -228,7 +234,8 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
                 learner.finish_round()  # evaluate the policy the round's data trained, not a partial one
                 learner.sync_weights()
                 eval_start = time.perf_counter()
-                result = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed)
+                result = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed,
+                                  obs_normalizer=learner_obs_normalizer(learner))
                 eval_end = time.perf_counter()
                 timing.eval_s += eval_end - eval_start
                 timing.evals.append((eval_start - timing.start, eval_end - timing.start))

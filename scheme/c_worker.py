@@ -16,6 +16,7 @@ import torch
 
 from colonyrl.agents.base import initial_state
 from colonyrl.envs.factory import episode_stats
+from colonyrl.envs.normalization import Normalizer
 from colonyrl.envs.snapshot import restore, snapshot
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, Rollout, Weights
@@ -58,6 +59,7 @@ class CWorker:
         self.env, self.obs = components.env.make(seed=components.seed, worker_index=index)
         self.num_envs = self.env.num_envs
         self.storage = self._build_storage()
+        self.normalizer = self._build_normalizer()
         # With next-step autoreset, the step after an episode end only resets that sub-env: its
         # transition is not real and is marked invalid (gymnasium 1.x autoreset docs; platform.md §7).
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
@@ -83,8 +85,18 @@ class CWorker:
         return self.components.storage.build(self.spaces.observation, self.spaces.action, self.num_envs,
                                              self.policy.extras)
 
+    def _build_normalizer(self) -> Normalizer | None:
+        """Shared normalization (``EnvConfig.normalize``): normalizes with the statistics the weights
+        bring, and reports what it saw with each rollout. None when off."""
+        config = self.components.env.normalize
+        if not config.enabled:
+            return None
+        return Normalizer(config, tuple(self.spaces.observation.shape or ()), self.num_envs)
+
     def set_weights(self, weights: Weights) -> int:
-        if weights.version != self.version:
+        if self.normalizer is not None:
+            self.normalizer.set_statistics(weights.normalizer)
+        if weights.arrays is not None and weights.version != self.version:
             self.policy.set_weights(weights.arrays)
             self.version = weights.version
         return self.version
@@ -107,26 +119,36 @@ class CWorker:
         finished: list[EpisodeStats] = []
         min_steps = max(1, int(np.ceil(min_fraction * storage.config.num_steps)))
         preempted = False
+        norm = self.normalizer
         for t in range(storage.config.num_steps):
             if t >= min_steps and self._stop_round >= round_id >= 0:
                 preempted = True
                 break
+            # Normalized (EnvConfig.normalize), the policy acts on and the storage keeps what it saw
+            # (SB3's VecNormalize); the raw observation joins the statistics unless this is an
+            # autoreset step (its observation is the last of an episode, SB3 counts none of those).
+            seen = obs if norm is None else norm.observation(obs, count=~prev_done)
             if state is None:
-                out = policy.act(obs)
+                out = policy.act(seen)
             else:
-                out = policy.act(obs, state=state, episode_start=episode_start)
+                out = policy.act(seen, state=state, episode_start=episode_start)
                 state, episode_start = out.state, prev_done  # an autoreset step now: a reset observation next
             next_obs, reward, terminated, truncated, info = env.step(out.env_action)
-            storage.insert(obs, out.action, reward, terminated, truncated, ~prev_done, out.extras)
-            prev_done = terminated | truncated
+            done = terminated | truncated
+            if norm is not None:
+                reward = norm.reward(reward, done, ~prev_done)
+            storage.insert(seen, out.action, reward, terminated, truncated, ~prev_done, out.extras)
+            prev_done = done
             if prev_done.any():
                 finished.append(EpisodeStats(*episode_stats(info)))
             obs = next_obs
         # The observation after the last step (the last transition's next observation) and the
-        # extras the policy bootstraps from it (PPO: V(obs), also when truncated).
-        bootstrap = policy.bootstrap(obs) if state is None else policy.bootstrap(obs, state=state,
-                                                                                   episode_start=episode_start)
-        storage.finish(obs, bootstrap)
+        # extras the policy bootstraps from it (PPO: V(obs), also when truncated); counted in the
+        # statistics as the next rollout's first.
+        last = obs if norm is None else norm.frozen_observation(obs)
+        bootstrap = policy.bootstrap(last) if state is None else policy.bootstrap(last, state=state,
+                                                                                    episode_start=episode_start)
+        storage.finish(last, bootstrap)
         self.obs, self.prev_done = obs, prev_done
         self.policy_state, self.episode_start = state, episode_start
         rollout = self._rollout(storage.get_data(), EpisodeStats.concat(finished), time.perf_counter() - start)
@@ -149,7 +171,8 @@ class CWorker:
         else:
             raw = float(sum(a.nbytes for a in flatten_tree(data).values()))  # a Dict obs: each array
             info.update(raw_bytes=raw, wire_bytes=raw)
-        return Rollout(self.version, self.name, payload, steps, episodes, info)
+        delta = None if self.normalizer is None else self.normalizer.pop_delta()
+        return Rollout(self.version, self.name, payload, steps, episodes, info, delta)
 
     # -- runtime changes (issue 3): applied between rollouts, acknowledged by name -------------
     def update_parameter(self, kind: str, name: str, value: object) -> str:
@@ -166,6 +189,10 @@ class CWorker:
             self.prev_done = np.zeros(self.num_envs, dtype=bool)
             self._reset_policy_state()  # new episodes everywhere
             self.storage = self._build_storage()
+            if self.normalizer is not None:  # the shared statistics go on; the returns start again
+                old, self.normalizer = self.normalizer, self._build_normalizer()
+                assert self.normalizer is not None
+                self.normalizer.statistics, self.normalizer.delta = old.statistics, old.delta
         elif kind == "storage":
             self.storage = self._build_storage()
         return self.name
@@ -179,7 +206,9 @@ class CWorker:
                 # a stateful policy's state (e.g. an LSTM's h and c), carried across rollouts
                 "policy_state": None if self.policy_state is None else torch.from_numpy(np.array(self.policy_state)),
                 "episode_start": torch.from_numpy(self.episode_start.copy()),
-                "storage": None if self.storage.on_policy else self.storage.state_dict()}
+                "storage": None if self.storage.on_policy else self.storage.state_dict(),
+                # the statistics it normalizes with, its unreported delta, each sub-env's return
+                "normalizer": None if self.normalizer is None else self.normalizer.state_dict()}
 
     def set_state(self, state: dict[str, Any]) -> str:
         report = restore(self.env, state["env"])
@@ -197,13 +226,16 @@ class CWorker:
             self.episode_start = state["episode_start"].numpy().copy()
         if state.get("storage") is not None:  # a replay memory's CWorker side: its step counter
             self.storage.load_state_dict(state["storage"])
+        if state.get("normalizer") is not None and self.normalizer is not None:
+            self.normalizer.load_state_dict(state["normalizer"])
         return self.name
 
     def inspect(self) -> dict[str, object]:
         """What this worker runs with now (tests query every worker with it)."""
         return {"name": self.name, "components": self.components, "env_id": self.components.env.id,
                 "num_envs": self.num_envs, "algo": self.components.algo, "storage": self.storage.config,
-                "has_optimizer": hasattr(self.policy, "optimizer")}
+                "has_optimizer": hasattr(self.policy, "optimizer"),
+                "normalizer": None if self.normalizer is None else self.normalizer.statistics}
 
     # -- introspection (tests, health checks) ------------------------------------------------
     def ping(self) -> str:

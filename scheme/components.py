@@ -12,6 +12,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
+import numpy as np
 
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.config import ConfigError
@@ -52,12 +53,16 @@ class Components:
     seed: int = 0
 
     def spaces(self) -> Spaces:
-        """Observation and action space of one sub-env (builds and closes a throwaway env)."""
-        env = gym.make(self.env.id, **self.env.kwargs)
-        try:
-            return Spaces(env.observation_space, env.action_space)
-        finally:
-            env.close()
+        """Observation and action space of one sub-env, wrapped as every CWorker's
+        (``EnvConfig.wrappers``; builds and closes a throwaway env). The Learner reads them before
+        any worker starts, so a wrapper that does not fit the env, or observation normalization
+        on observations it cannot normalize, is a ConfigError then."""
+        observation, action = self.env.spaces()
+        if self.env.normalize.obs and not (isinstance(observation, gym.spaces.Box)
+                                           and np.issubdtype(observation.dtype, np.floating)):
+            raise ConfigError("EnvConfig.normalize.obs", True,
+                              f"False for observations that are not a Box of floats (this env's: {observation})")
+        return Spaces(observation, action)
 
     def build_algorithm(self, spaces: Spaces) -> Algorithm:
         return self.algo.build(spaces.observation, spaces.action, self.actor)
@@ -94,6 +99,11 @@ class Components:
                               f"a {expected.__name__} (the {algo_kind(self.algo)} storage this algorithm learns from)"
                               if kind == "storage" else f"an {expected.__name__}")
         new = dataclasses.replace(self, **{kind: config})
+        if kind == "env" and config.normalize != self.env.normalize:  # type: ignore[attr-defined]
+            # the shared statistics were gathered under the old settings (and the storage holds
+            # what they normalized): a new env may not change them
+            raise ConfigError("replace_component('env').config.normalize", config.normalize,  # type: ignore[attr-defined]
+                              f"the train env's own ({self.env.normalize})")
         if kind in ("env", "test_env"):
             old_spaces = self.spaces()
             probe = dataclasses.replace(self, env=config).spaces()

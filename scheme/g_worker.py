@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from colonyrl.agents.base import num_samples as batch_num_samples
+from colonyrl.envs.normalization import Statistics
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, UpdateResult, Weights
 from colonyrl.scheme.runtime import init_process
@@ -78,6 +79,10 @@ class GWorker:
         # What the round(s) collected since the last packet report with the next packet.
         self._round_env_steps, self._round_episodes, self._round_info = 0, [], {}
         self._data_version = 0.0
+        # Shared normalization (envs/normalization.py): the Learner's statistics, handed to the
+        # CWorkers with the weights, and the merged deltas of the rollouts since the last packet.
+        self.normalizer: Statistics | None = None
+        self._round_normalizer: Statistics | None = None
         self.allreduce: Any = None  # set by init_allreduce in decentralized mode
 
     def _build_storage(self) -> Any:
@@ -85,7 +90,9 @@ class GWorker:
                                              self.components.env.num_envs, self.algo.policy.extras)
 
     def set_weights(self, weights: Weights) -> None:
-        if weights.version != self.version:
+        if weights.normalizer is not None:
+            self.normalizer = weights.normalizer
+        if weights.arrays is not None and weights.version != self.version:
             self.algo.set_weights(weights.arrays)
             self.version = weights.version
 
@@ -119,6 +126,7 @@ class GWorker:
             self._start_batches(None)
         env_steps, episodes, info = self._round_env_steps, EpisodeStats.concat(self._round_episodes), self._round_info
         self._round_env_steps, self._round_episodes, self._round_info = 0, [], {}
+        normalizer, self._round_normalizer = self._round_normalizer, None
         batch = self._next_batch
         grads, num_samples = None, 0
         if batch is not None:
@@ -138,7 +146,8 @@ class GWorker:
         elif grads is not None and self.numpy_grads:
             grads = [g.numpy() for g in grads]
         return GradientPacket(self.version, self._data_version, self.name, grads, num_samples,
-                              env_steps, episodes, info, round_done=self.at_round_boundary(), update=update)
+                              env_steps, episodes, info, round_done=self.at_round_boundary(), update=update,
+                              normalizer=normalizer)
 
     def _apply_allreduced(self, grads: list[Any] | None, num_samples: int, info: dict[str, float]) -> UpdateResult:
         """Average with every other GWorker and apply the average here (nothing for the Learner)."""
@@ -184,7 +193,7 @@ class GWorker:
         """One collection round into the storage, GAE included; what it reports (env steps,
         episodes, timings) goes out with the next packet."""
         start = time.perf_counter()
-        weights = Weights(self.version, self.algo.acting_weights())
+        weights = Weights(self.version, self.algo.acting_weights(), self.normalizer)
         rollouts = self.collection.collect(self.cworkers, weights)
         collect_wall = time.perf_counter() - start
         self.storage.start_round()  # on-policy: the last round is dropped; a replay memory keeps it
@@ -212,6 +221,7 @@ class GWorker:
         # Rollouts dropped as too old were still stepped in the env: they count as env steps.
         self._round_env_steps += sum(r.env_steps for r in rollouts) + int(collection.get("dropped_env_steps", 0))
         self._round_episodes.extend(r.episodes for r in rollouts)
+        self._round_normalizer = Statistics.combine(self._round_normalizer, *(r.normalizer for r in rollouts))
         self._round_info.update(info)
 
     def _start_batches(self, moments: Moments | None) -> None:

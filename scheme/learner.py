@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from colonyrl.agents.base import EndsRounds
+from colonyrl.envs.normalization import Statistics
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
 from colonyrl.scheme.strategies import GradientStrategy, UpdateStrategy
@@ -101,6 +102,9 @@ class Learner:
         self.metrics = Metrics()
         self._round_env_steps: dict[str, int] = {}  # per GWorker: env steps of its round in progress
         self._weights: Weights | None = None
+        #: Shared normalization statistics (envs/normalization.py): every rollout's delta merged
+        #: exactly; they go down with the weights and are in checkpoints. None: off, or no data yet.
+        self.normalizer: Statistics | None = None
         # The algorithm's round-end hook (agents/base.py ``EndsRounds``), if it has one, and what
         # the round in progress measured so far: its minibatches' info, the GWorkers done with it.
         self._round_hook = algo.end_round if isinstance(algo, EndsRounds) else None
@@ -144,6 +148,8 @@ class Learner:
             self.env_steps += p.env_steps
             self._window_steps += p.env_steps
             self.num_episodes += len(p.episodes.returns)
+            if p.normalizer is not None:
+                self.normalizer = Statistics.combine(self.normalizer, p.normalizer)
             self.metrics.add_episodes(p.episodes)
             for key in _COUNTS:
                 self.totals[key] += int(p.info.get(key, 0))
@@ -201,6 +207,7 @@ class Learner:
         """
         if self.remote_weights and (self._weights is None or self._weights.version != self.version):
             self._weights = Weights(self.version, self.algo.get_weights())
+        self._weights = Weights.attach(self._weights, self.version, self.normalizer)
 
     def sync_weights(self) -> None:
         """Make ``self.algo`` hold the current weights (decentralized: pulled from a GWorker)."""
@@ -220,7 +227,8 @@ class Learner:
         self.update.pull_state(self.algo, self.gworkers)
         return {"algo": self.algo.state_dict(), "counters": self.counters(), "totals": dict(self.totals),
                 "workers": self.gworkers.get_states() if workers else None,
-                "worker_names": list(self.worker_names)}
+                "worker_names": list(self.worker_names),
+                "normalizer": None if self.normalizer is None else self.normalizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
         """Restore; worker state only onto the same topology. Returns whether workers were restored
@@ -231,6 +239,7 @@ class Learner:
         self.version, self.env_steps, self.num_updates, self.num_episodes = (
             c["version"], c["env_steps"], c["updates"], c["episodes"])
         self.totals.update(state["totals"])
+        self.normalizer = Statistics.from_state(state.get("normalizer"))
         self._round_metrics, self._rounds_done = Metrics(), set()  # a checkpoint is taken between rounds
         self._weights = None
         self.broadcast()

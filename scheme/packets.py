@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from colonyrl.envs.normalization import Statistics
+
 __all__ = ["Weights", "Rollout", "GradientPacket", "UpdateResult", "EpisodeStats"]
 
 #: A rollout's data layout is storage's: storage/layout.py (from the spaces and the policy's extras).
@@ -38,11 +40,30 @@ class Weights(NamedTuple):
     """Versioned actor weights, broadcast down the hierarchy (one ``ray.put``, refs to all)."""
 
     version: int
-    arrays: dict[str, np.ndarray]
+    #: None: no weights, only the statistics below (in one process the GWorker shares the
+    #: Learner's algorithm; decentralized GWorkers keep their own weights).
+    arrays: dict[str, np.ndarray] | None
+    #: The merged normalization statistics (envs/normalization.py; None: normalization off, or no
+    #: data yet): the Learner's totals, which CWorkers normalize with until the next ones.
+    normalizer: Statistics | None = None
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
+        return 0 if self.arrays is None else sum(a.nbytes for a in self.arrays.values())
+
+    @staticmethod
+    def attach(weights: Weights | None, version: int, normalizer: Statistics | None) -> Weights | None:
+        """``weights`` with ``normalizer`` (a statistics-only packet of ``version`` when there are
+        no weights to send); ``weights`` itself when normalization is off or nothing changed (the
+        GWorkerSet puts each new Weights object once)."""
+        if normalizer is None:
+            return weights
+        if weights is not None and weights.normalizer is normalizer and (
+                weights.arrays is not None or weights.version == version):
+            return weights
+        if weights is None or weights.arrays is None:
+            return Weights(version, None, normalizer)
+        return weights._replace(normalizer=normalizer)
 
 
 class Rollout(NamedTuple):
@@ -54,6 +75,9 @@ class Rollout(NamedTuple):
     env_steps: int  # env steps taken, autoreset steps included
     episodes: EpisodeStats
     info: dict[str, float]  # collect_time_s, fps, raw_bytes, wire_bytes, ...
+    #: What this CWorker saw since its previous rollout, as normalization statistics (a delta;
+    #: None: normalization off). Typed here, not in ``info``: the Learner merges them exactly.
+    normalizer: Statistics | None = None
 
 
 class GradientPacket(NamedTuple):
@@ -72,6 +96,9 @@ class GradientPacket(NamedTuple):
     round_done: bool = True
     #: Decentralized: what this GWorker did with the all-reduced average (every rank does the same).
     update: UpdateResult | None = None
+    #: The merged deltas of the rollouts this GWorker took since its previous packet (None: none,
+    #: or normalization off); the Learner adds them to its totals.
+    normalizer: Statistics | None = None
 
 
 class UpdateResult(NamedTuple):

@@ -164,8 +164,8 @@ def test_field_bounds():
         EnvConfig(vectorization="threads")
     with pytest.raises(ConfigError, match="EnvConfig.step_delay_s"):
         EnvConfig(step_delay_s=-1.0)
-    with pytest.raises(ConfigError, match="EnvConfig.kwargs"):
-        EnvConfig(kwargs={"g": [1, 2]})
+    with pytest.raises(ConfigError, match="EnvConfig.kwargs"):  # any JSON value; a set is none
+        EnvConfig(kwargs={"g": {1, 2}})
 
 
 def test_module_prefixed_id():

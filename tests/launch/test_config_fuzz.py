@@ -68,7 +68,7 @@ def _set(data: dict, path: tuple[str, ...], value: Any) -> dict:
     if len(path) == 1:
         data[path[0]] = value
     else:
-        data[path[0]] = _set(data[path[0]] or {}, path[1:], value)  # an optional config (test_env) set
+        data[path[0]] = _set(data.get(path[0]) or {}, path[1:], value)  # an optional config (test_env) set
     return data
 
 

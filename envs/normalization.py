@@ -1,0 +1,264 @@
+"""Running observation normalization and return-based reward normalization, shared by every worker.
+
+The semantics are Stable-Baselines3's ``VecNormalize``
+(``stable_baselines3/common/vec_env/vec_normalize.py``): an observation becomes
+``clip((obs - mean) / sqrt(var + epsilon), -clip_obs, clip_obs)`` with the running mean and
+variance of the observations seen; a reward becomes ``clip(reward / sqrt(var_R + epsilon),
+-clip_reward, clip_reward)``, where ``var_R`` is the running variance of each sub-env's discounted
+return ``R = gamma * R + reward``, which is reset to 0 at an episode's end. The default clips (10),
+epsilon (1e-8) and gamma (0.99) are SB3's.
+
+What differs is where the statistics live. SB3 keeps them in the one process that steps the envs;
+here many CWorkers step envs, so (as RLlib users ask for: ray-project/ray #2505, #9399, #11967)
+every CWorker normalizes with the statistics it was last handed, frozen while it collects, and
+accumulates the raw statistics of what it saw since (a *delta*, :class:`Statistics`). Deltas go up
+with the rollouts; the Learner merges them exactly (:meth:`RunningMeanStd.merge`, the pairwise
+update of Chan, Golub and LeVeque, "Updating formulae and a pairwise algorithm for computing
+sample variances", 1979; the "parallel algorithm" of Wikipedia's "Algorithms for calculating
+variance") and hands the totals down with the weights. Merging the deltas of any number of
+workers, in any grouping, gives the statistics of the pooled data (tests/envs/test_normalization.py).
+
+Statistics start empty (count 0, mean 0, var 1): SB3 starts its count at 1e-4 to avoid a division
+by zero, a prior that an exact merge would count once per worker.
+
+Pure numpy (torch only for checkpoint tensors, imported when asked): no Ray, no scheme import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from colonyrl.config import Config, param
+
+__all__ = ["NormalizeConfig", "RunningMeanStd", "Statistics", "ObsNormalizer", "Normalizer", "normalize_obs",
+           "normalize_reward"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormalizeConfig(Config):
+    """Observation and reward normalization (SB3 ``VecNormalize``'s arguments and defaults). Off by
+    default. The statistics are shared by every worker, kept in checkpoints, frozen in evaluation
+    and baked into the exported policy (observations only: rewards do not reach a policy)."""
+
+    #: Normalize observations (a Box of floats) by their running mean and variance.
+    obs: bool = False
+    #: Scale rewards by the running std of the discounted return.
+    reward: bool = False
+    clip_obs: float = param(10.0, gt=0.0)
+    clip_reward: float = param(10.0, gt=0.0)
+    #: Discount of the return whose variance scales the rewards (SB3: set it to the algorithm's).
+    gamma: float = param(0.99, ge=0.0, le=1.0)
+    epsilon: float = param(1e-8, gt=0.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.obs or self.reward
+
+
+class RunningMeanStd:
+    """Count, mean and population variance (float64) of a stream of arrays of one shape."""
+
+    __slots__ = ("count", "mean", "var")
+
+    def __init__(self, shape: tuple[int, ...] = (), count: float = 0.0, mean: Any = None, var: Any = None) -> None:
+        self.count = float(count)
+        self.mean = np.zeros(shape, np.float64) if mean is None else np.array(mean, np.float64)
+        self.var = np.ones(shape, np.float64) if var is None else np.array(var, np.float64)
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> RunningMeanStd:
+        """The statistics of a batch ``x [N, *shape]``."""
+        x = np.asarray(x, np.float64)
+        if len(x) == 0:
+            return cls(x.shape[1:])
+        return cls(x.shape[1:], len(x), x.mean(axis=0), x.var(axis=0))
+
+    def update(self, x: np.ndarray) -> None:
+        """Add a batch ``x [N, *shape]``."""
+        if len(x):
+            self.merge(RunningMeanStd.of(x))
+
+    def merge(self, other: RunningMeanStd) -> None:
+        """Add ``other``'s data (Chan et al. 1979's pairwise update): with ``d = mean_b - mean_a``
+        and ``n = n_a + n_b``, ``mean = mean_a + d n_b / n`` and
+        ``var = (var_a n_a + var_b n_b + d^2 n_a n_b / n) / n``. Exact: no prior, no decay."""
+        if other.count == 0:
+            return
+        if self.count == 0:
+            self.count, self.mean, self.var = other.count, other.mean.copy(), other.var.copy()
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        m2 = self.var * self.count + other.var * other.count + np.square(delta) * (self.count * other.count / total)
+        self.mean = np.asarray(self.mean + delta * (other.count / total))  # 0-d stays an array
+        self.var = np.asarray(m2 / total)
+        self.count = total
+
+    def copy(self) -> RunningMeanStd:
+        return RunningMeanStd(self.mean.shape, self.count, self.mean, self.var)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and a float, for checkpoints that load with ``torch.load(weights_only=True)``."""
+        import torch
+
+        return {"count": self.count, "mean": torch.from_numpy(self.mean.copy()), "var": torch.from_numpy(self.var.copy())}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RunningMeanStd:
+        mean, var = (np.asarray(state[k].numpy() if hasattr(state[k], "numpy") else state[k]) for k in ("mean", "var"))
+        return cls(mean.shape, state["count"], mean, var)
+
+    def __repr__(self) -> str:
+        return f"RunningMeanStd(count={self.count:g}, mean={self.mean}, var={self.var})"
+
+
+class Statistics(NamedTuple):
+    """The observation and discounted-return statistics (None where that normalization is off).
+
+    Up the hierarchy (``Rollout.normalizer``, ``GradientPacket.normalizer``) it is a delta: what
+    was seen since the last report; down (``Weights.normalizer``) the merged totals. Treated as
+    immutable: in one process the same object may be held by the Learner and its workers, so
+    :meth:`combine` returns new statistics and never changes its inputs.
+    """
+
+    obs: RunningMeanStd | None
+    ret: RunningMeanStd | None
+
+    @staticmethod
+    def combine(*parts: Statistics | None) -> Statistics | None:
+        """The merge of ``parts`` (None ones skipped; None if all are)."""
+        live = [p for p in parts if p is not None]
+        if not live:
+            return None
+        return Statistics(_merged(p.obs for p in live), _merged(p.ret for p in live))
+
+    @property
+    def count(self) -> float:
+        """Observations counted (returns, without obs normalization)."""
+        rms = self.obs if self.obs is not None else self.ret
+        return 0.0 if rms is None else rms.count
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"obs": None if self.obs is None else self.obs.state_dict(),
+                "ret": None if self.ret is None else self.ret.state_dict()}
+
+    @staticmethod
+    def from_state(state: dict[str, Any] | None) -> Statistics | None:
+        if state is None:
+            return None
+        return Statistics(*(None if state.get(k) is None else RunningMeanStd.from_state(state[k]) for k in ("obs", "ret")))
+
+
+def _merged(parts: Iterable[RunningMeanStd | None]) -> RunningMeanStd | None:
+    out = None
+    for rms in parts:
+        if rms is None:
+            continue
+        if out is None:
+            out = rms.copy()
+        else:
+            out.merge(rms)
+    return out
+
+
+def normalize_obs(obs: np.ndarray, rms: RunningMeanStd, clip: float, epsilon: float) -> np.ndarray:
+    """SB3's ``VecNormalize._normalize_obs``, in float64, returned in the observation's float dtype."""
+    out = np.clip((obs - rms.mean) / np.sqrt(rms.var + epsilon), -clip, clip)
+    return out.astype(obs.dtype if obs.dtype.kind == "f" else np.float32, copy=False)
+
+
+def normalize_reward(reward: np.ndarray, rms: RunningMeanStd, clip: float, epsilon: float) -> np.ndarray:
+    """SB3's ``VecNormalize.normalize_reward``: scaled, not centred."""
+    return np.clip(reward / np.sqrt(rms.var + epsilon), -clip, clip)
+
+
+class ObsNormalizer(NamedTuple):
+    """Frozen observation normalization (evaluation, the exported policy)."""
+
+    rms: RunningMeanStd
+    clip: float
+    epsilon: float
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return normalize_obs(np.asarray(obs), self.rms, self.clip, self.epsilon)
+
+
+class Normalizer:
+    """One CWorker's normalization of its ``num_envs`` sub-envs: applies the statistics it was last
+    handed (:meth:`set_statistics`) and accumulates the raw statistics of what it sees since its
+    last :meth:`pop_delta`, and each sub-env's discounted return (SB3's ``VecNormalize.returns``).
+
+    With gymnasium's next-step autoreset the step after an episode end only resets that sub-env:
+    its observation is the episode's last one and its reward is not real (``valid`` False). Neither
+    is counted, so the statistics see what SB3's see: every observation an episode starts or
+    continues with, and the return after every real step.
+    """
+
+    def __init__(self, config: NormalizeConfig, obs_shape: tuple[int, ...], num_envs: int) -> None:
+        self.config = config
+        self.obs_shape = tuple(obs_shape)
+        self.statistics = self._empty()
+        self.delta = self._empty()
+        self.returns = np.zeros(num_envs, np.float64)
+
+    def _empty(self) -> Statistics:
+        return Statistics(RunningMeanStd(self.obs_shape) if self.config.obs else None,
+                          RunningMeanStd(()) if self.config.reward else None)
+
+    def set_statistics(self, statistics: Statistics | None) -> None:
+        """Normalize with ``statistics`` from now on (None: keep the current ones)."""
+        if statistics is not None:
+            self.statistics = statistics
+
+    def observation(self, obs: np.ndarray, count: np.ndarray | None = None) -> np.ndarray:
+        """``obs [num_envs, *shape]`` normalized; the sub-envs where ``count`` is True (all if None)
+        are added to the delta. Unchanged when observations are not normalized."""
+        if not self.config.obs:
+            return obs
+        assert self.delta.obs is not None and self.statistics.obs is not None
+        self.delta.obs.update(obs if count is None else obs[count])
+        return normalize_obs(obs, self.statistics.obs, self.config.clip_obs, self.config.epsilon)
+
+    def frozen_observation(self, obs: np.ndarray) -> np.ndarray:
+        """``obs`` normalized without counting it (the observation a rollout bootstraps from: the
+        next rollout's first, counted then)."""
+        if not self.config.obs:
+            return obs
+        assert self.statistics.obs is not None
+        return normalize_obs(obs, self.statistics.obs, self.config.clip_obs, self.config.epsilon)
+
+    def reward(self, reward: np.ndarray, done: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``reward [num_envs]`` scaled; the discounted return of every ``valid`` sub-env goes into
+        the delta and is reset where the episode is ``done``."""
+        if not self.config.reward:
+            return reward
+        assert self.delta.ret is not None and self.statistics.ret is not None
+        self.returns = np.where(valid, self.returns * self.config.gamma + reward, self.returns)
+        self.delta.ret.update(self.returns[valid])
+        self.returns[done] = 0.0
+        return normalize_reward(reward, self.statistics.ret, self.config.clip_reward, self.config.epsilon)
+
+    def pop_delta(self) -> Statistics:
+        """What was seen since the last call (then a new, empty delta starts)."""
+        delta, self.delta = self.delta, self._empty()
+        return delta
+
+    def reset_returns(self) -> None:
+        """New episodes everywhere (a replaced env)."""
+        self.returns[:] = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch
+
+        return {"statistics": self.statistics.state_dict(), "delta": self.delta.state_dict(),
+                "returns": torch.from_numpy(self.returns.copy())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.statistics = Statistics.from_state(state["statistics"]) or self._empty()
+        self.delta = Statistics.from_state(state["delta"]) or self._empty()
+        returns = state["returns"]
+        self.returns = np.array(returns.numpy() if hasattr(returns, "numpy") else returns, np.float64)
