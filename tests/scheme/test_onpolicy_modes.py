@@ -1,4 +1,4 @@
-"""The on-policy family of issue 10 (PG, A2C, adaptive-KL PPO, IMPALA, APPO, recurrent PPO)
+"""The on-policy family of issue 10 (PG, A2C, adaptive-KL PPO, IMPALA, APPO, recurrent PPO and IMPALA)
 through coordination modes other than the ones their presets and learning tests use, on real Ray:
 each trains, keeps finite weights, reports the policy lag, and in decentralized mode keeps its
 replicas equal."""
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from colonyrl.agents.recurrent_impala import RecurrentIMPALAConfig
 from colonyrl.launch.presets import preset
 from colonyrl.scheme.scheme import Resources, Scheme, SchemeConfig
 
@@ -19,7 +20,10 @@ SMALL = Resources(num_cpus=0.25)
 
 
 def _components(name: str) -> Any:
-    cfg = preset(name)
+    if name == "recurrent-impala":  # no preset of its own: the recurrent-PPO preset's env and LSTM actor
+        cfg = preset("ppo-lstm-cartpole-novel").replace(algo=RecurrentIMPALAConfig(optimizer="adam", lr=1e-3))
+    else:
+        cfg = preset(name)
     # small rounds: a few updates per mode are enough here (the presets' learning is tested elsewhere)
     return cfg.replace(env=cfg.env.replace(num_envs=4), storage=cfg.storage.replace(num_steps=16)).components()
 
@@ -31,6 +35,7 @@ def _components(name: str) -> Any:
     ("impala-cartpole-ray", "sync", "async", "central"),
     ("appo-cartpole-ray", "sync", "sync", "decentralized"),
     ("ppo-lstm-cartpole-novel", "async", "sync", "central"),
+    ("recurrent-impala", "async", "sync", "decentralized"),
 ])
 def test_on_policy_algorithm_trains_in_another_mode(ray_local, name: str, collection: str, gradients: str,
                                                     update: str) -> None:
