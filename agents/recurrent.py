@@ -35,7 +35,7 @@ core over the time-major batch, then the unchanged loss).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
@@ -280,6 +280,24 @@ class RecurrentConfigMixin:
                      network: ActorCriticConfig) -> RecurrentActorCriticPolicy:
         """The acting side: the recurrent actor-critic, no optimizer; the state is the caller's."""
         return RecurrentActorCriticPolicy(self.build_actor(observation_space, action_space, network))
+
+
+class RecurrentAlgorithmMixin:
+    """For the recurrent algorithms, listed before their feed-forward algorithm among the bases: the
+    same optimizer, apply, checkpoints and runtime parameters, over a :class:`RecurrentActorCritic`,
+    acting through :class:`RecurrentActorCriticPolicy` and learning from time-major sequences with
+    ``sequence_loss(actor, batch, config)`` (a ``staticmethod``: the algorithm's named loss terms)."""
+
+    sequence_loss: Callable[[RecurrentActorCritic, Any, Any], Any]
+    actor: RecurrentActorCritic
+    config: Any
+
+    def __init__(self, config: Any, actor: RecurrentActorCritic) -> None:
+        super().__init__(config, actor)  # type: ignore[call-arg]  # the feed-forward algorithm's
+        self.policy = RecurrentActorCriticPolicy(actor)
+
+    def loss(self, batch: Any) -> Any:
+        return self.sequence_loss(self.actor, require_sequences(batch, self.config.name), self.config)
 
 
 def require_sequences(batch: Any, algo: str) -> Any:

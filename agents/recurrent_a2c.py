@@ -15,7 +15,7 @@ its state across its t_max-step updates).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import gymnasium as gym
 
@@ -23,13 +23,10 @@ from colonyrl.agents.a2c import A2C, A2CConfig
 from colonyrl.agents.base import SequencePlan
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.on_policy import WHOLE_ROUND
-from colonyrl.agents.pg import PGLossOut
 from colonyrl.agents.recurrent import (
-    RecurrentActorCritic,
-    RecurrentActorCriticPolicy,
+    RecurrentAlgorithmMixin,
     RecurrentConfigMixin,
     check_sequences,
-    require_sequences,
 )
 from colonyrl.agents.recurrent_pg import recurrent_pg_loss
 from colonyrl.config import param
@@ -63,12 +60,7 @@ class RecurrentA2CConfig(RecurrentConfigMixin, A2CConfig):
         return SequencePlan(1, WHOLE_ROUND, self.sequence_length)
 
 
-class RecurrentA2C(A2C):
+class RecurrentA2C(RecurrentAlgorithmMixin, A2C):
     """A2C (RMSprop or Adam, one gradient per round) on a :class:`RecurrentActorCritic`."""
 
-    def __init__(self, config: RecurrentA2CConfig, actor: RecurrentActorCritic) -> None:
-        super().__init__(config, actor)  # type: ignore[arg-type]  # the same optimizer, over the recurrent actor
-        self.policy = RecurrentActorCriticPolicy(actor)  # type: ignore[assignment]
-
-    def loss(self, batch: Any) -> PGLossOut:
-        return recurrent_pg_loss(self.actor, require_sequences(batch, self.config.name), self.config)
+    sequence_loss = staticmethod(recurrent_pg_loss)

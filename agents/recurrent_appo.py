@@ -23,11 +23,10 @@ from colonyrl.agents.appo import APPO, APPOConfig, APPOLoss, appo_objective
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.recurrent import (
     RecurrentActorCritic,
-    RecurrentActorCriticPolicy,
+    RecurrentAlgorithmMixin,
     RecurrentConfigMixin,
     check_sequences,
     empty_loss,
-    require_sequences,
 )
 from colonyrl.agents.recurrent_impala import recurrent_vtrace
 from colonyrl.config import param
@@ -62,13 +61,8 @@ def recurrent_appo_loss(actor: RecurrentActorCritic, batch: Any, cfg: Any) -> AP
     return appo_objective(ev, cfg)
 
 
-class RecurrentAPPO(APPO):
+class RecurrentAPPO(RecurrentAlgorithmMixin, APPO):
     """APPO (Adam, gradient clipping, checkpoints, runtime parameters) on a
     :class:`RecurrentActorCritic`, learning from time-major sequences."""
 
-    def __init__(self, config: RecurrentAPPOConfig, actor: RecurrentActorCritic) -> None:
-        super().__init__(config, actor)  # type: ignore[arg-type]  # the same optimizer, over the recurrent actor
-        self.policy = RecurrentActorCriticPolicy(actor)  # type: ignore[assignment]
-
-    def loss(self, batch: Any) -> APPOLoss:
-        return recurrent_appo_loss(self.actor, require_sequences(batch, self.config.name), self.config)
+    sequence_loss = staticmethod(recurrent_appo_loss)

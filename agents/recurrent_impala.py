@@ -36,11 +36,10 @@ from colonyrl.agents.impala import (
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.recurrent import (
     RecurrentActorCritic,
-    RecurrentActorCriticPolicy,
+    RecurrentAlgorithmMixin,
     RecurrentConfigMixin,
     check_sequences,
     empty_loss,
-    require_sequences,
     skip_burn_in,
     unroll_columns,
 )
@@ -85,13 +84,8 @@ def recurrent_impala_loss(actor: RecurrentActorCritic, batch: Any, cfg: Any) -> 
     return impala_objective(ev, cfg)
 
 
-class RecurrentIMPALA(IMPALA):
+class RecurrentIMPALA(RecurrentAlgorithmMixin, IMPALA):
     """IMPALA (RMSProp or Adam, gradient clipping, checkpoints, runtime parameters) on a
     :class:`RecurrentActorCritic`, learning from time-major sequences."""
 
-    def __init__(self, config: RecurrentIMPALAConfig, actor: RecurrentActorCritic) -> None:
-        super().__init__(config, actor)  # type: ignore[arg-type]  # the same optimizer, over the recurrent actor
-        self.policy = RecurrentActorCriticPolicy(actor)  # type: ignore[assignment]
-
-    def loss(self, batch: Any) -> IMPALALoss:
-        return recurrent_impala_loss(self.actor, require_sequences(batch, self.config.name), self.config)
+    sequence_loss = staticmethod(recurrent_impala_loss)

@@ -31,11 +31,10 @@ from colonyrl.agents.on_policy import WHOLE_ROUND
 from colonyrl.agents.pg import PG, PGConfig, PGLossOut, pg_objective
 from colonyrl.agents.recurrent import (
     RecurrentActorCritic,
-    RecurrentActorCriticPolicy,
+    RecurrentAlgorithmMixin,
     RecurrentConfigMixin,
     check_sequences,
     empty_loss,
-    require_sequences,
     valid_steps,
 )
 from colonyrl.config import param
@@ -80,13 +79,8 @@ def recurrent_pg_loss(actor: RecurrentActorCritic, batch: Any, cfg: Any) -> PGLo
     return pg_objective(actor.make_distribution(steps.params), steps.values, steps, cfg)
 
 
-class RecurrentPG(PG):
+class RecurrentPG(RecurrentAlgorithmMixin, PG):
     """PG (Adam, one gradient per round, checkpoints, runtime ``lr``) on a
     :class:`RecurrentActorCritic`, learning from sequences."""
 
-    def __init__(self, config: RecurrentPGConfig, actor: RecurrentActorCritic) -> None:
-        super().__init__(config, actor)  # type: ignore[arg-type]  # the same optimizer, over the recurrent actor
-        self.policy = RecurrentActorCriticPolicy(actor)  # type: ignore[assignment]
-
-    def loss(self, batch: Any) -> PGLossOut:
-        return recurrent_pg_loss(self.actor, require_sequences(batch, self.config.name), self.config)
+    sequence_loss = staticmethod(recurrent_pg_loss)

@@ -32,11 +32,10 @@ from colonyrl.agents.on_policy import standardized_advantages
 from colonyrl.agents.ppo import PPO, LossOut, PPOConfig, kl_penalty, policy_loss, value_loss
 from colonyrl.agents.recurrent import (
     RecurrentActorCritic,
-    RecurrentActorCriticPolicy,
+    RecurrentAlgorithmMixin,
     RecurrentConfigMixin,
     check_sequences,
     empty_loss,
-    require_sequences,
     valid_steps,
 )
 from colonyrl.config import param
@@ -90,13 +89,8 @@ def recurrent_ppo_loss(actor: RecurrentActorCritic, batch: Any, cfg: RecurrentPP
     return LossOut(total, pg_loss, v_loss, entropy, approx_kl, clipfrac)
 
 
-class RecurrentPPO(PPO):
+class RecurrentPPO(RecurrentAlgorithmMixin, PPO):
     """PPO (its gradients, KL early stop, adaptive KL coefficient, optimizer and checkpoints) on a
     :class:`RecurrentActorCritic`, learning from sequences."""
 
-    def __init__(self, config: RecurrentPPOConfig, actor: RecurrentActorCritic) -> None:
-        super().__init__(config, actor)  # type: ignore[arg-type]  # the same optimizer, over the recurrent actor
-        self.policy = RecurrentActorCriticPolicy(actor)  # type: ignore[assignment]
-
-    def loss(self, batch: Any) -> LossOut:
-        return recurrent_ppo_loss(self.actor, require_sequences(batch, self.config.name), self.config)
+    sequence_loss = staticmethod(recurrent_ppo_loss)
