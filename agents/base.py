@@ -17,6 +17,7 @@ tmrl's ``ActorModule`` for the acting side):
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
@@ -27,7 +28,8 @@ import torch
 from colonyrl.agents.tensors import leading_dim
 
 __all__ = ["ExtraSpec", "ActOut", "EpochPlan", "SequencePlan", "ReplayPlan", "UpdatePlan", "GradientResult", "Batch",
-           "num_samples", "Policy", "StatefulPolicy", "initial_state", "Algorithm", "EndsRounds", "AlgorithmConfig"]
+           "num_samples", "Policy", "StatefulPolicy", "initial_state", "Algorithm", "EndsRounds", "AlgorithmConfig",
+           "move_to", "cpu_policy"]
 
 
 class ExtraSpec(NamedTuple):
@@ -234,3 +236,47 @@ class AlgorithmConfig(Protocol):
     def build(self, observation_space: gym.Space, action_space: gym.Space, network: Any) -> Algorithm: ...
 
     def build_policy(self, observation_space: gym.Space, action_space: gym.Space, network: Any) -> Policy: ...
+
+
+def _modules_and_tensors(obj: Any) -> tuple[list[torch.nn.Module], list[tuple[Any, str]]]:
+    """The modules an algorithm or policy holds (attributes, or values of dict/list attributes; its
+    ``policy`` too) and its bare tensor attributes (``(owner, name)``, outside every module)."""
+    modules: list[torch.nn.Module] = []
+    tensors: list[tuple[Any, str]] = []
+    owners = [obj] + ([obj.policy] if getattr(obj, "policy", None) is not None else [])
+    for owner in owners:
+        for name, value in vars(owner).items():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            modules.extend(v for v in items if isinstance(v, torch.nn.Module))
+            if isinstance(value, torch.Tensor):
+                tensors.append((owner, name))
+    return modules, tensors
+
+
+def move_to(obj: Any, device: torch.device | str) -> Any:
+    """Move an algorithm's (or a policy's) networks, target networks and bare tensors to ``device``
+    in place, before its optimizers first step (their state is created lazily on the parameters'
+    device). ``Module.to`` keeps every ``Parameter`` object (it swaps ``.data``), so the optimizers,
+    built over them, and ``parameters()`` still hold them (PyTorch docs, ``nn.Module.to``). On the
+    device the parameters already have this is a no-op. Returns ``obj``."""
+    device = torch.device(device)
+    modules, tensors = _modules_and_tensors(obj)
+    for module in modules:
+        module.to(device)
+    for owner, name in tensors:
+        value = getattr(owner, name)
+        if isinstance(value, torch.nn.Parameter):
+            value.data = value.data.to(device)
+        else:
+            setattr(owner, name, value.to(device))
+    return obj
+
+
+def cpu_policy(policy: Policy) -> Policy:
+    """``policy`` if it acts on the CPU, else a CPU copy of it (evaluation and export: CWorkers'
+    numpy in, numpy out, and ``policy.pt2`` a CPU program, whatever the Learner's device)."""
+    modules, tensors = _modules_and_tensors(policy)
+    on_device = [t for m in modules for t in (*m.parameters(), *m.buffers())] + [getattr(o, n) for o, n in tensors]
+    if all(t.device.type == "cpu" for t in on_device):
+        return policy
+    return move_to(copy.deepcopy(policy), "cpu")

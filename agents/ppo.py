@@ -103,7 +103,7 @@ def policy_loss(
     with torch.no_grad():
         approx_kl = kl_penalty(logp, logp_old)
         if clip_range is None:
-            clipfrac = torch.zeros((), dtype=ratio.dtype)
+            clipfrac = torch.zeros((), dtype=ratio.dtype, device=ratio.device)
         else:
             clipfrac = ((ratio - 1.0).abs() > clip_range).float().mean()
     return loss, clipfrac, approx_kl

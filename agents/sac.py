@@ -201,7 +201,7 @@ class SAC(OffPolicyAlgorithm):
     def alpha(self) -> torch.Tensor:
         """The current alpha, detached (the critic and actor losses treat it as a constant)."""
         if self.ent_coef is None:
-            return torch.tensor(float(self.config.ent_coef))
+            return torch.tensor(float(self.config.ent_coef), device=next(self.actor.parameters()).device)
         return self.ent_coef.log_alpha.detach().exp().squeeze(0)
 
     def loss(self, batch: Any) -> SACLoss:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from colonyrl.agents.base import Algorithm, Policy, initial_state
+from colonyrl.agents.base import Algorithm, Policy, cpu_policy, initial_state
 from colonyrl.agents.networks import export_module
 from colonyrl.envs.factory import EnvConfig
 from colonyrl.envs.normalization import ObsNormalizer, RunningMeanStd
@@ -62,7 +62,8 @@ def evaluate(agent: Policy | Algorithm, env: EnvConfig, episodes: int = 10, seed
     starts (the step after an autoreset step), as a CWorker does. ``obs_normalizer``: the frozen
     observation normalization the policy was trained with (:func:`learner_obs_normalizer`); the
     env's own wrappers (``EnvConfig.wrappers``) apply as in training, since ``env`` builds them."""
-    policy: Policy = agent.policy if isinstance(agent, Algorithm) else agent
+    # a CPU copy of a policy trained on a GPU: the env gives numpy, the policy acts on the CPU
+    policy: Policy = cpu_policy(agent.policy if isinstance(agent, Algorithm) else agent)
     if obs_normalizer is not None:
         policy = NormalizedPolicy(policy, obs_normalizer)
     venv, obs = env.make(num_envs=episodes, seed=seed, worker_index=worker_index)
@@ -99,7 +100,7 @@ def save_model(folder: str | os.PathLike[str], algo: Algorithm, config: Any, cou
         "state_dict": {k: torch.from_numpy(v) for k, v in algo.acting_weights().items()},
         "counters": dict(counters),
     }
-    module = algo.policy.export_module()
+    module = cpu_policy(algo.policy).export_module()  # policy.pt2 runs on the CPU, whatever the Learner's device
     if obs_normalizer is not None:
         state["normalizer"] = {"rms": obs_normalizer.rms.state_dict(), "clip": float(obs_normalizer.clip),
                                "epsilon": float(obs_normalizer.epsilon)}

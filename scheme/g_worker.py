@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from colonyrl.agents.base import move_to
 from colonyrl.agents.base import num_samples as batch_num_samples
 from colonyrl.envs.normalization import Statistics
 from colonyrl.scheme.components import Components
+from colonyrl.scheme.devices import resolve_device, to_cpu, to_device
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, UpdateResult, Weights
 from colonyrl.scheme.runtime import init_process
 from colonyrl.scheme.strategies import CollectionStrategy, SyncCollection, all_finite
@@ -44,6 +46,10 @@ class GWorker:
         algo: the Learner's algorithm object when this GWorker runs in the Learner's process
             (then weights never need copying); None builds a replica (remote GWorkers).
         numpy_grads: return gradients as numpy (for the wire) instead of torch tensors.
+        device: where a replica's networks live ("cpu", "cuda", "cuda:N", "auto"), resolved here,
+            in the worker's own process (a ConfigError if it has no such GPU); a shared ``algo``
+            stays where the Learner put it. Batches go there for the gradients; what leaves this
+            worker (gradients, weights, state) goes to the CPU first.
     """
 
     def __init__(
@@ -55,17 +61,20 @@ class GWorker:
         numpy_grads: bool = False,
         collection: CollectionStrategy | None = None,
         torch_threads: int = 1,
+        device: str = "auto",
     ) -> None:
         init_process(torch_threads)
         self.name, self.index = f"g{index}", index
+        own_device = resolve_device(device, "SchemeConfig.grad_worker_device") if algo is None else None
         self.components = components
         spaces = components.spaces()
         # In the Learner's process the GWorker shares the Learner's algorithm: the Learner changes it.
         self.owns_algo = algo is None
         if algo is None:
-            torch.manual_seed(components.seed)  # same initial weights as the Learner's
-            algo = components.build_algorithm(spaces)
+            torch.manual_seed(components.seed)  # same initial weights as the Learner's (built on the CPU)
+            algo = move_to(components.build_algorithm(spaces), own_device)
         self.algo = algo
+        self.device = algo.parameters()[0].device
         self.spaces = spaces
         self.storage = self._build_storage()
         self.cworkers = CWorkerSet(cworkers, components)
@@ -131,7 +140,10 @@ class GWorker:
         grads, num_samples = None, 0
         if batch is not None:
             start = time.perf_counter()
-            result = self.algo.compute_gradients(batch)
+            # storage's batch stays on the CPU (its indices, for priorities); the algorithm gets a copy
+            # on its device (uint8 images as uint8: the network scales them there)
+            on_device = batch if self.device.type == "cpu" else to_device(batch, self.device)
+            result = self.algo.compute_gradients(on_device)
             self.storage.after_gradients(batch, result)  # e.g. new priorities (prioritized replay)
             # Prefetch (after the priority update: the next sample sees it), so the end of a round
             # is known as soon as its last batch is taken.
@@ -144,7 +156,7 @@ class GWorker:
         if self.allreduce is not None:  # decentralized: average with the others, apply here
             update, grads = self._apply_allreduced(grads, num_samples, info), None
         elif grads is not None and self.numpy_grads:
-            grads = [g.numpy() for g in grads]
+            grads = [g.detach().cpu().numpy() for g in grads]  # a CPU tensor's .cpu() is itself: no copy
         return GradientPacket(self.version, self._data_version, self.name, grads, num_samples,
                               env_steps, episodes, info, round_done=self.at_round_boundary(), update=update,
                               normalizer=normalizer)
@@ -182,7 +194,7 @@ class GWorker:
 
     def algo_state(self) -> dict[str, Any]:
         """Weights and optimizer state, for a re-created GWorker to copy (decentralized)."""
-        return {"version": self.version, "algo": self.algo.state_dict()}
+        return {"version": self.version, "algo": to_cpu(self.algo.state_dict())}
 
     def set_algo_state(self, state: dict[str, Any]) -> str:
         self.algo.load_state_dict(state["algo"])
@@ -259,7 +271,7 @@ class GWorker:
         if not self.at_round_boundary():
             raise RuntimeError(f"{self.name}: state is taken between collection rounds only")
         return {"name": self.name, "version": self.version, "generator": self.generator.get_state(),
-                "algo": self.algo.state_dict() if self.owns_algo else None,
+                "algo": to_cpu(self.algo.state_dict()) if self.owns_algo else None,
                 # on-policy storage is empty between rounds; off-policy storage (replay) is saved
                 "storage": None if self.storage.on_policy else self.storage.state_dict(),
                 "cworkers": self.cworkers.get_states()}
@@ -285,6 +297,7 @@ class GWorker:
         return {"name": self.name, "components": self.components, "algo": self.algo.config,
                 "storage": self.storage.config,
                 "optimizer_lrs": [g["lr"] for opt in _optimizers(self.algo) for g in opt.param_groups],
+                "device": str(self.device), "allreduce_backend": None if self.allreduce is None else self.allreduce.backend,
                 "cworkers": self.cworkers.inspect()}
 
     # -- introspection ---------------------------------------------------------------------------

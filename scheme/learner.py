@@ -17,6 +17,7 @@ import numpy as np
 from colonyrl.agents.base import EndsRounds
 from colonyrl.envs.normalization import Statistics
 from colonyrl.scheme.components import Components
+from colonyrl.scheme.devices import to_cpu
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
 from colonyrl.scheme.strategies import GradientStrategy, UpdateStrategy
 from colonyrl.scheme.worker_set import GWorkerSet
@@ -225,7 +226,7 @@ class Learner:
         The optimizer is the one in use: decentralized, the GWorkers' (pulled from one of them;
         all replicas are equal), never the Learner's idle copy."""
         self.update.pull_state(self.algo, self.gworkers)
-        return {"algo": self.algo.state_dict(), "counters": self.counters(), "totals": dict(self.totals),
+        return {"algo": to_cpu(self.algo.state_dict()), "counters": self.counters(), "totals": dict(self.totals),
                 "workers": self.gworkers.get_states() if workers else None,
                 "worker_names": list(self.worker_names),
                 "normalizer": None if self.normalizer is None else self.normalizer.state_dict()}

@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
+from colonyrl.config import ConfigError
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 
-__all__ = ["ensure_ray", "as_remote", "RayActors", "wait_named", "WorkerDiedError", "node_id", "HOT_PATH_METHODS"]
+__all__ = ["ensure_ray", "check_gpus", "as_remote", "RayActors", "wait_named", "WorkerDiedError", "node_id", "HOT_PATH_METHODS"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +70,16 @@ def ensure_ray(address: str | None, num_cpus_needed: float, object_store_mb: int
             " lower the per-worker num_cpus or add nodes"
         )
     return True
+
+
+def check_gpus(needed: float, field: str, value: str) -> None:
+    """A ConfigError naming ``field`` before any worker starts when the Ray cluster has fewer GPUs
+    than the scheme's workers ask for (their actors would wait for one until the worker timeout)."""
+    available = ray.cluster_resources().get("GPU", 0.0)
+    if needed > available:
+        raise ConfigError(field, value, f"'cpu' or 'auto' on this Ray cluster: it has {available:g} GPUs and the "
+                                        f"workers ask for {needed:g} (num_gpus x workers of each kind; a 'cuda' "
+                                        "GWorker asks for 1 unless grad_worker_resources.num_gpus says otherwise)")
 
 
 def shutdown() -> None:

@@ -11,8 +11,10 @@ from typing import Any, Literal
 
 import torch
 
+from colonyrl.agents.base import move_to
 from colonyrl.config import Config, ConfigError, param
 from colonyrl.scheme.components import Components
+from colonyrl.scheme.devices import check_device, is_cuda, resolve_device
 from colonyrl.scheme.g_worker import GWorker
 from colonyrl.scheme.learner import Learner
 from colonyrl.scheme.runtime import init_process
@@ -79,11 +81,26 @@ class SchemeConfig(Config):
     #: in-process owns the machine and may use more (matmul-bound updates, e.g. SAC's 256-256
     #: nets, ran 1.3x faster on 2 threads here). Remote workers use ``max(floor(num_cpus), 1)``.
     learner_threads: int = param(1, ge=1, le=1024)
+    #: Devices (scheme/devices.py): "cpu", "cuda", "cuda:N" or "auto" (cuda if the worker's process
+    #: sees a GPU, else cpu). The Learner's, where every optimizer steps.
+    learner_device: str = "auto"
+    #: GWorkers' device. The one in-process GWorker shares the Learner's algorithm and so its device
+    #: ("auto" = the Learner's; another one is a ConfigError). On Ray it is resolved in each actor,
+    #: which sees only the GPUs it asked for: "cuda" makes ``grad_worker_resources.num_gpus`` 1 where
+    #: it is 0 (set e.g. 0.5 to share a GPU); "auto" takes a GPU only with num_gpus > 0.
+    grad_worker_device: str = "auto"
+    #: CWorkers' device: "cpu" only (the policies act on numpy observations on the CPU).
+    col_worker_device: str = "cpu"
 
     def _check(self) -> None:
         if self.update == "decentralized" and self.gradients == "async":
             raise ConfigError("SchemeConfig.gradients", self.gradients,
                               "'sync' when update='decentralized' (every GWorker joins every all-reduce)")
+        for name in ("learner_device", "grad_worker_device", "col_worker_device"):
+            check_device(f"SchemeConfig.{name}", getattr(self, name))
+        if self.col_worker_device != "cpu":
+            raise ConfigError("SchemeConfig.col_worker_device", self.col_worker_device,
+                              "'cpu' (CWorkers act on the CPU: acting on a GPU is not supported)")
 
     @property
     def remote_grad_workers(self) -> bool:
@@ -103,6 +120,19 @@ class SchemeConfig(Config):
         return self.remote_grad_workers or self.remote_col_workers
 
     @property
+    def grad_worker_gpus(self) -> float:
+        """``num_gpus`` of each Ray GWorker: the resources' value, at least 1 for a "cuda" device."""
+        gpus = self.grad_worker_resources.num_gpus
+        return gpus if gpus > 0 or not is_cuda(self.grad_worker_device) else 1.0
+
+    @property
+    def num_gpus_needed(self) -> float:
+        gpus = self.num_grad_workers * self.grad_worker_gpus if self.remote_grad_workers else 0.0
+        if self.remote_col_workers:
+            gpus += self.num_grad_workers * self.num_col_workers * self.col_worker_resources.num_gpus
+        return gpus
+
+    @property
     def num_cpus_needed(self) -> float:
         cpus = 0.0
         if self.remote_grad_workers:
@@ -115,9 +145,18 @@ class SchemeConfig(Config):
 def connect(config: SchemeConfig, components: Components) -> Learner:
     """Build every worker and wire the hierarchy. The whole topology is on this screen."""
     init_process(config.learner_threads)  # Ray, when the scheme uses it, is connected by Scheme before this runs
-    # Learner's master algorithm: the optimizer that applies every update lives here.
+    # The Learner's device, checked before anything is built (a ConfigError if it has no GPU).
+    device = resolve_device(config.learner_device, "SchemeConfig.learner_device")
+    if not config.remote_grad_workers and config.grad_worker_device != "auto":
+        own = resolve_device(config.grad_worker_device, "SchemeConfig.grad_worker_device")
+        if own != device:
+            raise ConfigError("SchemeConfig.grad_worker_device", config.grad_worker_device,
+                              f"'auto' or the Learner's device ({device}) when the one GWorker runs in the "
+                              "Learner's process (it shares the Learner's algorithm), or force_remote=True")
+    # Learner's master algorithm: the optimizer that applies every update lives here. Built on the
+    # CPU, then moved: the same seed gives the same initial weights on every device.
     torch.manual_seed(components.seed)
-    algo = components.build_algorithm(components.spaces())
+    algo = move_to(components.build_algorithm(components.spaces()), device)
     # GWorker g -> its CWorkerSet: local (one, in the GWorker's process) or Ray actors.
     col = config.col_worker_resources
 
@@ -133,10 +172,11 @@ def connect(config: SchemeConfig, components: Components) -> Learner:
         from colonyrl.scheme import remote
 
         res = config.grad_worker_resources
-        cls = remote.as_remote(GWorker, res.num_cpus, res.num_gpus, res.custom)
+        cls = remote.as_remote(GWorker, res.num_cpus, config.grad_worker_gpus, res.custom)
 
         def gworker(g: int, current: Components) -> Any:  # also re-creates one lost with its node
-            return cls.remote(current, g, cworkers_of(g), None, True, collection, threads_for(res.num_cpus))
+            return cls.remote(current, g, cworkers_of(g), None, True, collection, threads_for(res.num_cpus),
+                              config.grad_worker_device)
     else:
         def gworker(g: int, current: Components) -> Any:
             return GWorker(current, g, cworkers_of(g), algo, False, collection, config.learner_threads)
@@ -165,6 +205,8 @@ class Scheme:
 
             self._owns_ray = remote.ensure_ray(config.address, config.num_cpus_needed, config.object_store_mb)
         try:
+            if config.uses_ray:
+                remote.check_gpus(config.num_gpus_needed, "SchemeConfig.grad_worker_device", config.grad_worker_device)
             self.learner = connect(config, components)
         except BaseException:
             self._shutdown_ray()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from colonyrl.scheme.devices import to_cpu
 from colonyrl.scheme.packets import GradientPacket, Rollout, UpdateResult, Weights
 from colonyrl.scheme.runtime import WorkerDiedError, WorkerTimeoutError
 from colonyrl.storage.rollout import Moments
@@ -316,4 +317,4 @@ class DecentralizedUpdate:
 
     def push_state(self, algo: Any, gworkers: GWorkerSet, version: int) -> None:
         """After a resume: every GWorker starts from the restored weights and optimizer state."""
-        gworkers.set_algo_states({"version": version, "algo": algo.state_dict()})
+        gworkers.set_algo_states({"version": version, "algo": to_cpu(algo.state_dict())})  # CPU on the wire
