@@ -1,5 +1,6 @@
 """colonyrl.envs: gymnasium env factories (vector envs with next-step autoreset, seeding, declarative
-wrappers, normalization shared across workers).
+wrappers, normalization shared across workers) and the goal-reaching bit-flip env for HER
+(``envs/goal.py``).
 
 ``from colonyrl.envs import EnvConfig`` imports gymnasium on first use, not when the package is
 imported (the same lazy pattern as :mod:`colonyrl.scheme`).
@@ -21,6 +22,8 @@ _EXPORTS = {
     "env_seeds": "colonyrl.envs.factory",
     "reset_seeded": "colonyrl.envs.factory",
     "episode_stats": "colonyrl.envs.factory",
+    "BitFlipEnv": "colonyrl.envs.goal",
+    "BIT_FLIP": "colonyrl.envs.goal",
 }
 
 __all__ = list(_EXPORTS)

@@ -29,6 +29,7 @@ import importlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -38,12 +39,15 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from colonyrl.config import Config, ConfigError, param
+from colonyrl.envs import atari as _atari
+from colonyrl.envs import goal as _goal  # noqa: F401  registers colonyrl/BitFlip-v0 in every process
 from colonyrl.envs import wrappers as _wrappers  # registers colonyrl/... env ids; the wrapper names
+from colonyrl.envs.atari import AtariConfig
 from colonyrl.envs.normalization import NormalizeConfig
 from colonyrl.envs.snapshot import SubEnvState
 
 __all__ = ["EnvConfig", "WrapperConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats",
-           "check_json"]
+           "check_json", "route_mujoco_warnings"]
 
 
 def env_seeds(seed: int, worker_index: int, num_envs: int) -> list[int]:
@@ -171,6 +175,9 @@ def _make_sub_env(
     """
     if max_episode_steps is not None:  # None: keep the registered spec's own TimeLimit
         kwargs = {**kwargs, "max_episode_steps": max_episode_steps}
+    if _atari.is_ale_id(env_id):  # a fresh (e.g. spawned or Ray) process: ale-py registers its ids
+        _atari.import_ale(env_id)
+    route_mujoco_warnings(env_id)
     env = gymnasium.make(env_id, **kwargs)
     for i, wrapper in enumerate(wrappers):
         try:
@@ -182,6 +189,27 @@ def _make_sub_env(
     if step_delay_s > 0:
         env = StepDelay(env, step_delay_s)
     return SubEnvState(env) if in_worker else env
+
+
+def route_mujoco_warnings(env_id: str) -> None:
+    """For gymnasium's MuJoCo envs: MuJoCo's default warning handler appends every warning to
+    ``MUJOCO_LOG.TXT`` in the working folder (e.g. the deprecation of ``settotalmass``, which
+    HalfCheetah's XML uses, on every build); send them to Python's ``warnings`` instead, through
+    MuJoCo's ``mju_user_warning`` hook (https://mujoco.readthedocs.io/en/stable/APIreference/APIglobals.html)."""
+    spec = gymnasium.envs.registry.get(env_id)
+    entry = spec.entry_point if spec is not None else None
+    if not isinstance(entry, str) or not entry.startswith("gymnasium.envs.mujoco"):
+        return
+    try:
+        import mujoco
+    except ImportError:
+        return  # gymnasium.make says what to install
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_mujoco_warning)
+
+
+def _mujoco_warning(message: str) -> None:
+    warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
 
 
 class EnvHandle(NamedTuple):
@@ -201,8 +229,9 @@ class EnvConfig(Config):
     num_envs: int = param(8, ge=1)
     #: ``sync`` steps sub-envs in the worker's own process. Measured: SyncVectorEnv ~96k vs
     #: AsyncVectorEnv ~14k env-steps/s for 4 CartPoles on 2 cores (platform.md §7): use ``async``
-    #: only for slow envs, and let parallelism come from more CWorkers.
-    vectorization: Literal["sync", "async"] = "sync"
+    #: only for slow envs, and let parallelism come from more CWorkers. ``ale``: ale-py's native
+    #: vector env for ``ALE/`` ids, with its preprocessing (:attr:`atari`; envs/atari.py).
+    vectorization: Literal["sync", "async", "ale"] = "sync"
     #: Overrides the spec's time limit (``gymnasium.make(..., max_episode_steps=)``); None keeps it.
     max_episode_steps: int | None = param(None, ge=1)
     #: Extra keyword arguments for ``gymnasium.make``, any JSON values (e.g. ``{"g": 9.81}`` for
@@ -220,10 +249,15 @@ class EnvConfig(Config):
     step_delay_s: float = param(0.0, ge=0.0)
     #: Only these worker indices get ``step_delay_s`` (None: all): simulates a straggler.
     step_delay_workers: tuple[int, ...] | None = None
+    #: ale-py's preprocessing (frame skip, 84x84 grayscale, stack of 4, no-ops, FIRE, episodic life
+    #: and reward clipping for training only); used with ``vectorization="ale"``.
+    atari: AtariConfig = field(default_factory=AtariConfig)
 
     def _check(self) -> None:
         name = type(self).__name__
         check_json(f"{name}.kwargs", self.kwargs)
+        if _atari.is_ale_id(self.id) or self.vectorization == "ale":
+            self._check_ale()
         for i, wrapper in enumerate(self.wrappers):
             cls = _wrappers.wrapper_class(wrapper.name)
             if cls is None:
@@ -252,6 +286,27 @@ class EnvConfig(Config):
                 f"packages need 'package:Env-vN'){hint}",
             )
 
+    def _check_ale(self) -> None:
+        """ale-py installed (it registers the ``ALE/`` ids), and what its vector env cannot do."""
+        name = type(self).__name__
+        if not _atari.is_ale_id(self.id):
+            raise ConfigError(f"{name}.vectorization", self.vectorization,
+                              f"'sync' or 'async' for {self.id!r} ('ale' needs an ALE/ id, e.g. 'ALE/Pong-v5')")
+        _atari.import_ale(self.id)
+        if self.vectorization != "ale":
+            return
+        if self.wrappers:  # ale-py preprocesses in C++: no single sub-env to wrap
+            raise ConfigError(f"{name}.wrappers", WrapperConfig.list_json(self.wrappers),
+                              "() with vectorization='ale' (set the preprocessing with EnvConfig.atari)")
+        if self.step_delay_s > 0:
+            raise ConfigError(f"{name}.step_delay_s", self.step_delay_s, "0.0 with vectorization='ale'")
+        _atari.check_ale_kwargs(self.kwargs)
+
+    def evaluation(self) -> EnvConfig:
+        """This env as evaluations run it: for ale-py, without the training-only signals (episodic
+        life, reward clipping: :meth:`AtariConfig.evaluation`); other envs are the same."""
+        return self.replace(atari=self.atari.evaluation()) if self.vectorization == "ale" else self
+
     def env_fns(self, worker_index: int = 0) -> list[functools.partial[gymnasium.Env]]:
         """One picklable thunk per sub-env (what ``SyncVectorEnv``/``AsyncVectorEnv`` take)."""
         slow = self.step_delay_workers is None or worker_index in self.step_delay_workers
@@ -261,10 +316,15 @@ class EnvConfig(Config):
 
     def make_single(self) -> gymnasium.Env:
         """One sub-env, built and wrapped exactly as each CWorker's (without the step delay)."""
+        if self.vectorization == "ale":
+            raise ConfigError(f"{type(self).__name__}.vectorization", "ale",
+                              "'sync' or 'async' for a single env (ale-py's vector env has no sub-env objects)")
         return _make_sub_env(self.id, self.max_episode_steps, dict(self.kwargs), 0.0, False, self.wrappers)
 
     def spaces(self) -> tuple[gymnasium.Space, gymnasium.Space]:
         """(observation, action) space of one wrapped sub-env (built and closed here)."""
+        if self.vectorization == "ale":
+            return _atari.ale_spaces(self.id, dict(self.kwargs), self.atari)
         env = self.make_single()
         try:
             return env.observation_space, env.action_space
@@ -280,14 +340,15 @@ class EnvConfig(Config):
         observations; a different worker index gives different ones.
         """
         cfg = self if num_envs is None else self.replace(num_envs=num_envs)
-        fns = cfg.env_fns(worker_index)
         vec: VectorEnv
-        if cfg.vectorization == "sync":
-            vec = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.NEXT_STEP)
+        if cfg.vectorization == "ale":
+            vec = _atari.make_ale_vector(cfg.id, cfg.num_envs, dict(cfg.kwargs), cfg.max_episode_steps, cfg.atari)
+        elif cfg.vectorization == "sync":
+            vec = SyncVectorEnv(cfg.env_fns(worker_index), autoreset_mode=AutoresetMode.NEXT_STEP)
         else:
             # "spawn": measured to work inside a Ray actor (platform.md §7); fork in a process that
             # already runs threads (Ray, torch) can deadlock the child.
-            vec = AsyncVectorEnv(fns, context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP)
+            vec = AsyncVectorEnv(cfg.env_fns(worker_index), context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP)
         # The storage masks the step after an episode end; another mode would train on fake
         # transitions (https://gymnasium.farama.org/main/api/vector/autoreset/).
         assert vec.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP, vec.metadata

@@ -29,6 +29,12 @@ PRESETS: dict[str, str] = {
     "impala-cartpole-ray": "colonyrl.launch.scripts.impala_cartpole_ray",
     "appo-cartpole-ray": "colonyrl.launch.scripts.appo_cartpole_ray",
     "ppo-lstm-cartpole-novel": "colonyrl.launch.scripts.ppo_lstm_cartpole_novel",
+    "dqn-her-bitflip": "colonyrl.launch.scripts.dqn_her_bitflip",
+    # optional extras: atari (ale-py), mujoco
+    "ppo-atari-pong": "colonyrl.launch.scripts.ppo_atari_pong",
+    "dqn-atari-pong": "colonyrl.launch.scripts.dqn_atari_pong",
+    "ppo-halfcheetah": "colonyrl.launch.scripts.ppo_halfcheetah",
+    "sac-halfcheetah": "colonyrl.launch.scripts.sac_halfcheetah",
 }
 DEFAULT_PRESET = "ppo-cartpole"
 
@@ -41,7 +47,10 @@ def preset(name: str) -> TrainConfig:
 
 def describe(name: str) -> str:
     """``<algorithm> <env id>: <first line of the launch script's docstring>``."""
-    module = importlib.import_module(PRESETS[name])
+    try:
+        module = importlib.import_module(PRESETS[name])
+    except ConfigError as e:  # e.g. an Atari preset without the atari extra installed
+        return f"unavailable: {e.allowed}"
     doc = (module.__doc__ or "").strip()
     scheme = module.SCHEME
     return f"{scheme.algo.name:5s} {scheme.env.id:14s} {doc.splitlines()[0] if doc else ''}"

@@ -62,6 +62,9 @@ class Components:
                                            and np.issubdtype(observation.dtype, np.floating)):
             raise ConfigError("EnvConfig.normalize.obs", True,
                               f"False for observations that are not a Box of floats (this env's: {observation})")
+        check_storage = getattr(self.storage, "check_spaces", None)  # e.g. HER needs a goal Dict
+        if check_storage is not None:
+            check_storage(observation, action)
         return Spaces(observation, action)
 
     def build_algorithm(self, spaces: Spaces) -> Algorithm:
@@ -72,7 +75,9 @@ class Components:
         return self.algo.build_policy(spaces.observation, spaces.action, self.actor)
 
     def evaluation_env(self) -> EnvConfig:
-        return self.test_env if self.test_env is not None else self.env
+        """The test env (None: the train env) as evaluations run it (``EnvConfig.evaluation``: no
+        training-only signals such as Atari's episodic life and reward clipping)."""
+        return (self.test_env if self.test_env is not None else self.env).evaluation()
 
     def with_parameter(self, kind: str, name: str, value: object) -> Components:
         """A copy with ``kind.name = value``, validated; raises ConfigError and changes nothing."""

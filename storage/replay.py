@@ -11,7 +11,9 @@ Models: SB3 ``stable_baselines3/common/buffers.py::ReplayBuffer`` (preallocated 
 https://arxiv.org/abs/1511.05952 (proportional, stratified over B segments, IS weights normalised
 by the largest weight), as SB3-contrib and OpenAI baselines implement it; tmrl's
 ``sample_preprocessor`` (augmentation on sampled batches) and its update-to-data cap
-``max_training_steps_per_env_step``. n-step targets: :mod:`colonyrl.storage.nstep`.
+``max_training_steps_per_env_step``. n-step targets: :mod:`colonyrl.storage.nstep`. Hindsight
+experience replay (``ReplayConfig.her``, 1-step targets only; uniform or prioritized):
+:mod:`colonyrl.storage.her`, goals relabelled when this memory samples.
 
 Update-to-data credit (SB3's ``gradient_steps / train_freq``): transitions stored since the last
 :meth:`~ReplayMemory.batches` call are credited in that call, ``credit += updates_per_step * added``,
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 
 from colonyrl.config import Config, ConfigError, param
+from colonyrl.storage.her import EpisodeIndex, EpisodeTracker, HERConfig, relabel
 from colonyrl.storage.layout import (
     Layout,
     RolloutBuffer,
@@ -55,7 +58,7 @@ from colonyrl.storage.sum_tree import SumTree
 if TYPE_CHECKING:  # colonyrl.agents imports colonyrl.storage: types only, no import cycle
     from colonyrl.agents.base import GradientResult, ReplayPlan
 
-__all__ = ["ReplayConfig", "ReplayMemory", "ReplayBatch", "MemoryPart", "ReplayCorruptionError", "DATASET_KEYS",
+__all__ = ["ReplayConfig", "HERConfig", "ReplayMemory", "ReplayBatch", "MemoryPart", "ReplayCorruptionError", "DATASET_KEYS",
            "write_dataset", "load_dataset", "transition_crc"]
 
 #: The 1-step transitions of an offline dataset (``.npz``), one row each, in insertion order.
@@ -91,6 +94,8 @@ class ReplayConfig(Config):
     """An .npz dataset (write_dataset) that initialises the memory; requires n_step == 1."""
     crc_debug: bool = False
     """CWorkers checksum every transition; sampled ones are verified (ReplayCorruptionError)."""
+    her: HERConfig | None = None
+    """Hindsight experience replay of goal-conditioned Dict observations (storage/her.py); n_step 1."""
     #: Runtime parameters the collecting side uses (CWorkers get only these): none.
     collection_parameters: ClassVar[frozenset[str]] = frozenset()
     kind: ClassVar[str] = "replay"
@@ -106,6 +111,19 @@ class ReplayConfig(Config):
             if self.n_step > 1:
                 # a dataset holds 1-step rows of interleaved streams: the sequences n-step needs are lost
                 raise ConfigError("ReplayConfig.n_step", self.n_step, "1 when dataset_path is set")
+        if self.her is not None:
+            if self.n_step > 1:
+                # a relabelled n-step return needs every intermediate reward recomputed for the new goal
+                raise ConfigError("ReplayConfig.n_step", self.n_step, "1 when her is set")
+            if self.dataset_path is not None:  # datasets hold single-array observations, HER needs a Dict
+                raise ConfigError("ReplayConfig.dataset_path", self.dataset_path, "None when her is set")
+
+    def check_spaces(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        """Raise :class:`ConfigError` unless this memory fits the spaces (HER: a goal Dict); the
+        Learner calls it before any worker starts."""
+        del action_space  # any action space is stored
+        if self.her is not None:
+            self.her.check_space(observation_space)
 
     def build(self, observation_space: gym.Space, action_space: gym.Space, num_envs: int,
               extras: Mapping[str, tuple] | None = None) -> ReplayMemory:
@@ -179,7 +197,9 @@ class ReplayMemory:
     :meth:`ReplayConfig.build`; ``config`` holds the current :class:`ReplayConfig`. Observations
     keep their dtype (uint8 frames stay uint8, a quarter of float32's memory); a Dict observation
     has one ring per key (fields ``obs/<key>``, ``next_obs/<key>``) and is sampled as a dict of
-    tensors. Offline datasets take Box and Discrete observations only.
+    tensors. Offline datasets take Box and Discrete observations only. With ``config.her`` every slot
+    also holds its episode id and step (``her_episode``, ``her_step``) and sampled goals are
+    relabelled (:mod:`colonyrl.storage.her`).
     """
 
     on_policy: ClassVar[bool] = False
@@ -200,6 +220,7 @@ class ReplayMemory:
         self._credit, self._max_priority = 0.0, 1.0
         self._pending: dict[str, dict[str, np.ndarray]] = {}  # source -> carried tail rows (n_step > 1)
         self._sources: list[str] = []  # crc_debug: source id -> name
+        self._her_index: EpisodeIndex | None = None  # HER: built when sampling after the ring changed
         #: the layout's observation names: ["obs"], or "obs/<key>" per key of a Dict space, whose
         #: slot fields are "obs/<key>" and "next_obs/<key>" (the observation keeps its dtype)
         self.obs_keys = observation_keys(self.layout)
@@ -227,6 +248,12 @@ class ReplayMemory:
         if config.crc_debug:
             self.fields |= {"crc": ((), np.dtype(np.uint32)), "source": ((), np.dtype(np.int32)),
                             "env": ((), np.dtype(np.int32)), "step_index": ((), np.dtype(np.int64))}
+        self._her_functions = self._episodes = None
+        if config.her is not None:
+            config.her.check_space(observation_space)
+            self._her_functions = config.her.functions()
+            self._episodes = EpisodeTracker(self.obs_keys)
+            self.fields |= {"her_episode": ((), np.dtype(np.int64)), "her_step": ((), np.dtype(np.int64))}
 
     def _obs_fields(self, name: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """The slot fields of one observation column: ``name``, or ``name/<key>`` per Dict key."""
@@ -326,6 +353,8 @@ class ReplayMemory:
             if source not in self._sources:
                 self._sources.append(source)
         self._ensure_allocated()
+        if self._episodes is not None:  # HER: episode id and step of every row, per stream
+            piece["her_episode"], piece["her_step"] = self._episodes.assign(source, piece)
         needed = np.ones(piece["valid"].shape, bool)  # rows not stored yet
         tail = self._pending.pop(source, None)
         if tail is not None:
@@ -357,6 +386,8 @@ class ReplayMemory:
                    "terminated": done[ts, es], "discounts": discounts[ts, es], "truncated": piece["truncated"][ts, es]}
         if self.config.n_step > 1:
             columns |= {"rewards_1": piece["rewards"][ts, es], "terminated_1": piece["terminated"][ts, es]}
+        if self._episodes is not None:
+            columns |= {"her_episode": piece["her_episode"][ts, es], "her_step": piece["her_step"][ts, es]}
         for suffix in self._obs_suffixes:  # "" for a Box; "/<key>" for each array of a Dict observation
             obs = piece["obs" + suffix]
             columns["obs" + suffix] = obs[ts, es]
@@ -382,6 +413,7 @@ class ReplayMemory:
             self._tree.update(slots[keep], np.full(len(slots[keep]), self._max_priority ** self.config.alpha))
         self._cursor = int((self._cursor + count) % capacity)
         self._size = min(self._size + count, capacity)
+        self._her_index = None
         return count
 
     def _ensure_allocated(self) -> None:
@@ -472,7 +504,14 @@ class ReplayMemory:
                             discounts=torch.from_numpy(a["discounts"][indices]),
                             weights=torch.from_numpy(weights.astype(np.float32)),
                             indices=torch.from_numpy(indices.astype(np.int64)))
+        if self.config.her is not None:
+            batch = relabel(self.config.her, self._her_functions, batch, indices, a, self._episode_index(), generator)
         return batch if self._preprocessor is None else self._preprocessor(batch)
+
+    def _episode_index(self) -> EpisodeIndex:
+        if self._her_index is None:
+            self._her_index = EpisodeIndex(self._arrays["her_episode"][:self._size], self._arrays["her_step"][:self._size])
+        return self._her_index
 
     def _verify(self, indices: np.ndarray) -> None:
         a, one = self._arrays, self.one_step
@@ -526,7 +565,8 @@ class ReplayMemory:
                 "credit": self._credit, "uncredited": self._uncredited, "max_priority": self._max_priority,
                 "env_steps": self._env_steps, "sources": list(self._sources), "arrays": tensors(self.arrays),
                 "priorities": None if self._tree is None else torch.from_numpy(self.priorities.copy()),
-                "pending": {source: tensors(carry) for source, carry in self._pending.items()}}
+                "pending": {source: tensors(carry) for source, carry in self._pending.items()},
+                "her": None if self._episodes is None else self._episodes.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` exactly (the dataset is not read again: the state holds it)."""
@@ -535,8 +575,10 @@ class ReplayMemory:
                 raise ValueError(f"state has {key}={state[key]}, this memory {getattr(self.config, key)}")
         if state["allocated"] and set(state["arrays"]) != set(self.fields):
             raise ValueError(f"state holds fields {sorted(state['arrays'])}, this memory {sorted(self.fields)} "
-                             "(crc_debug differs?)")
-        self._arrays, self._tree, size = {}, None, int(state["size"])
+                             "(crc_debug or her differs?)")
+        if (state.get("her") is None) != (self._episodes is None):
+            raise ValueError(f"state has her={state.get('her') is not None}, this memory {self._episodes is not None}")
+        self._arrays, self._tree, size, self._her_index = {}, None, int(state["size"]), None
         if state["allocated"]:
             self._allocate()
             for name, tensor in state["arrays"].items():
@@ -548,6 +590,8 @@ class ReplayMemory:
         self._env_steps, self._sources = int(state["env_steps"]), list(state["sources"])
         self._pending = {source: {key: tensor.numpy().copy() for key, tensor in carry.items()}
                          for source, carry in state["pending"].items()}
+        if self._episodes is not None:
+            self._episodes.load_state_dict(state["her"])
 
     @staticmethod
     def redistribute(memories: list[ReplayMemory], parts: int) -> list[MemoryPart]:
@@ -563,13 +607,16 @@ class ReplayMemory:
         """
         sources = [name for memory in memories for name in memory._sources]  # crc_debug: ids into one list
         groups: list[list[tuple[dict[str, np.ndarray], np.ndarray | None]]] = [[] for _ in range(parts)]
-        offset = 0
+        offset = episodes = 0
         for memory in memories:
             order = memory._oldest_first()
             columns = {name: array[order] for name, array in memory._arrays.items()}
             if "source" in columns:
                 columns["source"] = columns["source"] + offset
             offset += len(memory._sources)
+            if "her_episode" in columns:  # HER: episode ids of different memories must not meet
+                columns["her_episode"] = columns["her_episode"] + episodes
+                episodes += memory._episodes.next_episode
             priorities = None if memory._tree is None else memory._tree.priorities[order]
             bounds = np.linspace(0, len(order), parts + 1).astype(int)
             for group, lo, hi in zip(groups, bounds[:-1], bounds[1:], strict=True):
@@ -600,6 +647,9 @@ class ReplayMemory:
         columns = {name: array[keep] for name, array in part.columns.items()}
         if "source" in columns:  # crc_debug: ids into this memory's list of source names
             columns["source"] = columns["source"] + len(self._sources)
+        if self._episodes is not None and len(columns["her_episode"]):  # apart from this memory's own
+            columns["her_episode"] = columns["her_episode"] + self._episodes.next_episode
+            self._episodes.next_episode = int(columns["her_episode"].max()) + 1
         self._sources.extend(part.sources)
         start = self._cursor
         count = self._write(columns)

@@ -117,7 +117,8 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
     lines = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
     assert set(lines) == {"ppo-cartpole", "ppo-cartpole-ray", "ppo-pendulum", "sac-pendulum", "sac-pendulum-ray",
                           "td3-pendulum", "ddpg-pendulum", "dqn-cartpole", "pg-cartpole", "a2c-cartpole", "ppo-kl-cartpole",
-                          "ppo-lstm-cartpole-novel", "impala-cartpole-ray", "appo-cartpole-ray"}
+                          "ppo-lstm-cartpole-novel", "impala-cartpole-ray", "appo-cartpole-ray", "dqn-her-bitflip",
+                          "ppo-atari-pong", "dqn-atari-pong", "ppo-halfcheetah", "sac-halfcheetah"}
     assert "(default)" in lines["ppo-cartpole"]
     for name, line in lines.items():  # each with its algorithm and env
         # the algorithm's name ends with the preset's first word ("recurrent-ppo" for "ppo-lstm-...")

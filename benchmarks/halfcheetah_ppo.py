@@ -1,0 +1,138 @@
+"""PPO on HalfCheetah-v5: training env steps/s of colonyrl against Stable-Baselines3, same hyperparameters.
+
+Issue 11's target: colonyrl >= 3x SB3's rate (SB3 measured there: 781 env steps/s). Both sides run
+the ppo-halfcheetah preset's settings (CleanRL's ``ppo_continuous_action.py``): 2048-step rollouts,
+10 epochs of 64-sample minibatches, 64x64 tanh networks, observation and reward normalization, one
+torch thread per process. SB3's ``vf_coef`` is 1.0 where ours is 0.5 (our value loss carries
+CleanRL's 0.5 factor), which changes no cost. colonyrl's scheme is a flag (``--grad-workers``,
+``--col-workers``, ``--num-envs``): more workers collect and compute gradients in parallel, SB3
+runs in one process.
+
+What is timed: the training loop only. colonyrl: ``train()``'s time from the first round to the
+end of the last (``TrainResult.train_end_s - setup_time_s - eval_time_s``: no worker start-up, no
+evaluation, no export). SB3: ``model.learn(total_timesteps)`` (the model and env built before).
+Each side runs in its own process, one after the other.
+
+Usage::
+
+    .venv/bin/python benchmarks/halfcheetah_ppo.py                      # 20480 steps each (minutes)
+    .venv/bin/python benchmarks/halfcheetah_ppo.py --grad-workers 2 --col-workers 2
+    .venv/bin/python benchmarks/halfcheetah_ppo.py --quick              # smoke run (~10 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: Issue 11: colonyrl's env steps/s at least this many times SB3's.
+TARGET_SPEEDUP = 3.0
+ENV_ID = "HalfCheetah-v5"
+
+
+def colonyrl_rate(args: argparse.Namespace) -> dict[str, Any]:
+    from colonyrl.launch.config import RunConfig
+    from colonyrl.launch.scripts.ppo_halfcheetah import SCHEME
+    from colonyrl.launch.train import train
+    from colonyrl.scheme.runtime import init_process
+
+    init_process()
+    with tempfile.TemporaryDirectory(prefix="colonyrl-bench-") as tmp:
+        cfg = SCHEME.replace(
+            env=SCHEME.env.replace(num_envs=args.num_envs),
+            algo=SCHEME.algo.replace(num_epochs=args.epochs),
+            storage=SCHEME.storage.replace(num_steps=args.num_steps),
+            scheme=SCHEME.scheme.replace(num_grad_workers=args.grad_workers, num_col_workers=args.col_workers),
+            schedules=(),  # the lr annealing costs nothing; a shorter budget would change its slope only
+            run=RunConfig(total_env_steps=args.steps, eval_episodes=1, track=False, progress=False,
+                          output_dir=f"{tmp}/runs", checkpoint_dir=f"{tmp}/ckpt", checkpoint_every_min=None,
+                          seed=args.seed))
+        result = train(cfg)
+    loop_s = result.train_end_s - result.setup_time_s - result.eval_time_s
+    steps = result.counters["env_steps"]
+    return {"env_steps": steps, "seconds": loop_s, "fps": steps / loop_s, "setup_s": result.setup_time_s}
+
+
+def sb3_rate(args: argparse.Namespace) -> dict[str, Any]:
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from colonyrl.envs.factory import route_mujoco_warnings
+
+    torch.set_num_threads(1)
+    route_mujoco_warnings(ENV_ID)  # as colonyrl's envs: no MUJOCO_LOG.TXT in the working folder
+    env = VecNormalize(make_vec_env(lambda: gym.make(ENV_ID), n_envs=args.num_envs * args.col_workers
+                                    * args.grad_workers, seed=args.seed),
+                       norm_obs=True, norm_reward=True, clip_obs=10.0, clip_reward=10.0, gamma=0.99)
+    model = PPO("MlpPolicy", env, learning_rate=3e-4, n_steps=args.num_steps, batch_size=64, n_epochs=args.epochs,
+                gamma=0.99, gae_lambda=0.95, clip_range=0.2, clip_range_vf=0.2, ent_coef=0.0, vf_coef=1.0,
+                max_grad_norm=0.5, seed=args.seed, device="cpu", verbose=0)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=args.steps)
+    seconds = time.perf_counter() - t0
+    env.close()
+    return {"env_steps": int(model.num_timesteps), "seconds": seconds, "fps": model.num_timesteps / seconds}
+
+
+def _in_subprocess(side: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One side in a fresh process (no shared torch/thread state), its result as a JSON line."""
+    import subprocess
+
+    argv = [sys.executable, __file__, "--side", side, *args.passthrough]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-3000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run: 512 steps of 256-step rollouts, 2 epochs")
+    p.add_argument("--steps", type=int, default=20_480, help="env steps per side")
+    p.add_argument("--num-steps", type=int, default=2048, help="rollout length per env (the preset's)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per round (the preset's)")
+    p.add_argument("--num-envs", type=int, default=1, help="envs per CWorker (SB3: all of them in one VecEnv)")
+    p.add_argument("--grad-workers", type=int, default=1)
+    p.add_argument("--col-workers", type=int, default=1, help="CWorkers per GWorker")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per side")
+    p.add_argument("--in-process", action="store_true", help="both sides in this process (tests)")
+    p.add_argument("--side", choices=["colonyrl", "sb3"], help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "halfcheetah_ppo.json")
+    args = p.parse_args(argv)
+    args.passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--in-process"]
+    if args.quick:
+        args.steps, args.num_steps, args.epochs = 512, 256, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.side is not None:  # a child: one side, one JSON line
+        print(json.dumps((colonyrl_rate if args.side == "colonyrl" else sb3_rate)(args)))
+        return 0
+    sides = {side: (colonyrl_rate if side == "colonyrl" else sb3_rate)(args) if args.in_process
+             else _in_subprocess(side, args) for side in ("colonyrl", "sb3")}
+    ok = all("fps" in s for s in sides.values())
+    result = {"config": {k: v for k, v in vars(args).items() if k != "passthrough"} | {"target": TARGET_SPEEDUP},
+              **sides, "speedup": sides["colonyrl"]["fps"] / sides["sb3"]["fps"] if ok else None}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    for side, s in sides.items():
+        print(f"{side}: " + (f"{s['fps']:.0f} env steps/s ({s['env_steps']} steps in {s['seconds']:.1f} s)"
+                             if "fps" in s else f"failed: {s['error']}"))
+    if ok:
+        print(f"colonyrl / SB3: {result['speedup']:.2f}x (target {TARGET_SPEEDUP:g}x)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
