@@ -1,10 +1,11 @@
 """The ``colonyrl`` command line, generated from the config dataclasses by tyro.
 
-    colonyrl train [--preset NAME] [--algo.lr 0.001 --scheme.num-grad-workers 2 ...]
-    colonyrl evaluate RUN_FOLDER [--episodes 10]
+    colonyrl train [--preset NAME] [--seeds 0 1 2 [--parallel-seeds]] [--algo.lr 0.001 --scheme.num-grad-workers 2 ...]
+    colonyrl evaluate RUN_FOLDER|RUN_ID|runs:/ID/model|models:/NAME/VERSION [--episodes 10] [--tracking-uri URI]
     colonyrl presets
     colonyrl dataset CHECKPOINT OUT.npz
     colonyrl tracking-import RUN_FOLDER [--tracking-uri URI]
+    colonyrl plot RUN_OR_EXPERIMENT... [--metric eval_return] [--x env_steps|wall_time] [--out FILE.png]
 
 Every flag of ``train`` comes from ``TrainConfig`` (``colonyrl train --help`` lists them with the
 chosen preset's values as defaults); nothing is written flag by flag here.
@@ -21,24 +22,33 @@ import tyro
 from colonyrl.config import ConfigError
 from colonyrl.launch.checkpoint import CheckpointError
 from colonyrl.launch.evaluate import ModelFileError
+from colonyrl.launch.plot import PlotError
 from colonyrl.launch.tracking import FallbackImportError, TrackingUnavailableError
 from colonyrl.launch.train import TrainingInterrupted
 
 __all__ = ["main", "EvaluateArgs", "DatasetArgs", "TrackingImportArgs"]
 
-USAGE = "usage: colonyrl {train,evaluate,presets,dataset,tracking-import} [--help]"
+USAGE = "usage: colonyrl {train,evaluate,presets,dataset,tracking-import,plot} [--help]"
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateArgs:
     """Evaluate a saved model: mean and std of the return over N deterministic episodes."""
 
-    #: A run folder written by `colonyrl train` (or its model.pt).
+    #: A run folder written by `colonyrl train` (or its model.pt), or from MLflow: a run id,
+    #: runs:/<run id>/model or models:/<name>/<version>.
     path: Annotated[str, tyro.conf.Positional]
     episodes: int = 10
     seed: int = 0
     #: Sample actions instead of taking the most likely one.
     stochastic: bool = False
+    #: The MLflow store of a run id or runs:/, models:/ URI (default: MLFLOW_TRACKING_URI, else MLflow's).
+    tracking_uri: str | None = None
+    #: Also record one deterministic episode as this mp4 (launch/video.py), logged to the model's
+    #: MLflow run when it came from one.
+    video: str | None = None
+    #: The video stops after this many env steps if the episode has not ended.
+    video_max_steps: int = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +93,20 @@ def _pop_preset(argv: list[str]) -> tuple[str, list[str]]:
 def train_main(argv: list[str]) -> int:
     from colonyrl.launch.config import parse_args
     from colonyrl.launch.presets import preset
+    from colonyrl.launch.seeds import SEEDS_HELP, pop_seed_flags, train_seeds
     from colonyrl.launch.train import train
 
-    name, rest = _pop_preset(argv)
+    seeds, parallel, rest = pop_seed_flags(argv)
+    name, rest = _pop_preset(rest)
     cfg = parse_args(preset(name), rest, prog="colonyrl train",
                      description=f"Train with preset {name!r} (choose with --preset; see `colonyrl presets`); "
-                                 "choose another algorithm with algo:NAME, another storage with storage:KIND.")
+                                 "choose another algorithm with algo:NAME, another storage with storage:KIND; "
+                                 + SEEDS_HELP + ".")
+    if seeds is not None:
+        many = train_seeds(cfg, seeds, parallel=parallel)
+        print(f"{len(many.seeds)} seeds: final evaluation mean return {many.final_mean:.2f} +/- {many.final_std:.2f}"
+              + (f" (MLflow parent run {many.parent_run_id})" if many.parent_run_id else ""))
+        return 0
     result = train(cfg)
     return 0 if result.evaluation is not None else 1
 
@@ -97,10 +115,15 @@ def evaluate_main(argv: list[str]) -> int:
     from colonyrl.launch.evaluate import evaluate, load_model
 
     args = tyro.cli(EvaluateArgs, args=argv, prog="colonyrl evaluate")
-    policy, cfg, counters = load_model(args.path)
+    policy, cfg, counters = load_model(args.path, args.tracking_uri)
     result = evaluate(policy, cfg.components().evaluation_env(), args.episodes, args.seed, not args.stochastic)
     print(f"{cfg.env.id}: mean return {result.mean:.2f} +/- {result.std:.2f} over {args.episodes} episodes "
           f"(model trained for {counters.get('env_steps', 0):,} env steps)")
+    if args.video is not None:
+        from colonyrl.launch.video import record_and_log
+
+        print(record_and_log(policy, cfg, args.path, args.video, args.tracking_uri, args.seed, not args.stochastic,
+                             args.video_max_steps))
     return 0
 
 
@@ -132,8 +155,14 @@ def tracking_import_main(argv: list[str]) -> int:
     return 0
 
 
+def plot_main(argv: list[str]) -> int:
+    from colonyrl.launch.plot import PlotArgs, run_plot
+
+    return run_plot(tyro.cli(PlotArgs, args=argv, prog="colonyrl plot"))
+
+
 COMMANDS = {"train": train_main, "evaluate": evaluate_main, "presets": presets_main, "dataset": dataset_main,
-            "tracking-import": tracking_import_main}
+            "tracking-import": tracking_import_main, "plot": plot_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as e:  # SIGINT/SIGTERM: checkpoint written, workers stopped
         print(f"colonyrl {argv[0]}: {e}", file=sys.stderr)
         return 128 + e.signum
-    except (ModelFileError, CheckpointError, TrackingUnavailableError, FallbackImportError) as e:
+    except (ModelFileError, CheckpointError, TrackingUnavailableError, FallbackImportError, PlotError) as e:
         print(f"colonyrl {argv[0]}: {e}", file=sys.stderr)
         return 2
 

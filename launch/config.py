@@ -104,6 +104,9 @@ class RunConfig(Config):
     experiment: str = "colonyrl"
     run_name: str | None = None
     track: bool = True
+    #: MLflow system metrics of the driver (``system/cpu_utilization_percentage``, memory, disk,
+    #: network, GPU where pynvml is installed) while tracking.
+    system_metrics: bool = True
     #: Progress bar and metric table on the console.
     progress: bool = True
     #: Where the final model is written (a subfolder per run).
@@ -119,10 +122,22 @@ class RunConfig(Config):
     #: checkpoint_dir. The env, actor, algorithm and storage come from the checkpoint; the scheme
     #: (worker counts, resources) and these run settings from this command.
     resume: str | None = None
+    #: Register the run's MLflow model (``runs:/<run id>/model``) as a new version of this
+    #: registered model in the MLflow Model Registry (None: do not register).
+    register_model: str | None = None
 
     def _check(self) -> None:
         if not self.experiment:
             raise ConfigError("RunConfig.experiment", self.experiment, "a non-empty string")
+        if self.register_model is not None:
+            # MLflow's own rule for registered model names (mlflow/utils/validation.py _validate_model_name)
+            name = self.register_model
+            if not name.strip() or "/" in name or ":" in name or name in (".", ".."):
+                raise ConfigError("RunConfig.register_model", name,
+                                  "None or a non-blank name without '/' or ':' (MLflow registered model names)")
+            if not self.track:
+                raise ConfigError("RunConfig.register_model", name, "None when track is False (it registers the "
+                                  "tracked run's model)")
         if self.stop_at_return is not None and self.eval_every is None:
             raise ConfigError("RunConfig.stop_at_return", self.stop_at_return,
                               "None unless eval_every is set (early stopping needs periodic evaluation)")

@@ -13,12 +13,17 @@ A saved model is a folder with two files:
 A run that normalized observations (``EnvConfig.normalize.obs``) saves its statistics, frozen, in
 ``model.pt`` and bakes them into ``policy.pt2`` (:class:`NormalizedExport`), so both act on raw
 observations; evaluation during training uses the Learner's statistics, frozen, the same way.
+
+A tracked run also logs both as its ``model`` artifact, with the MLflow model over ``policy.pt2``
+(launch/mlflow_model.py): :func:`load_model` takes a run id, ``runs:/<run id>/model`` or
+``models:/<name>/<version>`` as well as a folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -111,15 +116,64 @@ def save_model(folder: str | os.PathLike[str], algo: Algorithm, config: Any, cou
     return folder
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[Policy, Any, dict[str, int]]:
-    """(policy with the saved acting weights, TrainConfig, counters) from a model folder or file."""
+def load_model(path: str | os.PathLike[str], tracking_uri: str | None = None) -> tuple[Policy, Any, dict[str, int]]:
+    """(policy with the saved acting weights, TrainConfig, counters) from a model folder or file, or
+    from MLflow (at ``tracking_uri``; None: ``MLFLOW_TRACKING_URI``, else MLflow's default): a run id,
+    ``runs:/<run id>/model`` or ``models:/<name>/<version>`` (the run's ``model`` artifact holds
+    ``model.pt``, launch/mlflow_model.py)."""
+    ref = os.fspath(path)
+    if not Path(ref).exists() and (ref.startswith(("runs:/", "models:/")) or _RUN_ID.fullmatch(ref)):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="colonyrl-model-") as tmp:
+            return _load_file(_download(ref, tracking_uri, Path(tmp)))
+    file = Path(ref) / "model.pt" if Path(ref).is_dir() else Path(ref)
+    if not file.exists():
+        raise ModelFileError(f"no saved model at {file} (expected a run folder with model.pt, a model.pt file, an "
+                             "MLflow run id, runs:/<run id>/model or models:/<name>/<version>)")
+    return _load_file(file)
+
+
+#: An MLflow run id: 32 hex digits (a uuid4 without dashes).
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _download(ref: str, tracking_uri: str | None, folder: Path) -> Path:
+    """``model.pt`` of the MLflow model ``ref`` (a run id: its ``runs:/<id>/model``), downloaded into
+    ``folder``; ModelFileError naming ``ref`` and the store for an unknown run, model or version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = f"runs:/{ref}/model" if _RUN_ID.fullmatch(ref) else ref.rstrip("/")
+    store = tracking_uri or mlflow.get_tracking_uri()
+    try:  # only model.pt: the run's model artifact also holds the MLflow model (policy.pt2 twice)
+        source = uri if uri.startswith("runs:/") else _registered_source(uri, store)
+        file = mlflow.artifacts.download_artifacts(f"{source}/model.pt", dst_path=str(folder), tracking_uri=store)
+    except MlflowException as e:
+        raise ModelFileError(f"no colonyrl model at {uri} in the MLflow store {store} ({e.message})") from e
+    return Path(file)
+
+
+def _registered_source(uri: str, store: str) -> str:
+    """Where ``models:/<name>/<version>`` (or ``models:/<name>@<alias>``) lives, asked of the registry
+    at ``store`` (MLFLOW_REGISTRY_URI if set): MLflow's own ``models:/`` resolution asks the global
+    registry URI, whatever ``tracking_uri`` a download is given (mlflow/store/artifact/models_artifact_repo.py)."""
+    import mlflow
+
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    if not name or not (version.isdigit() or (alias and not version)):
+        raise ModelFileError(f"{uri} is no registered model version: models:/<name>/<version> or models:/<name>@<alias>")
+    client = mlflow.MlflowClient(tracking_uri=store)
+    if alias:
+        version = client.get_model_version_by_alias(name, alias).version
+    return client.get_model_version_download_uri(name, version)
+
+
+def _load_file(file: Path) -> tuple[Policy, Any, dict[str, int]]:
     from colonyrl.config import from_dict
     from colonyrl.launch.config import TrainConfig
 
-    path = Path(path)
-    file = path / "model.pt" if path.is_dir() else path
-    if not file.exists():
-        raise ModelFileError(f"no saved model at {file} (expected a run folder with model.pt)")
     try:
         state = torch.load(file, weights_only=True, map_location="cpu")
     except Exception as e:

@@ -1,31 +1,20 @@
 """MLflow tracking from the driver only, batched, with one journal of what the server has not taken.
 
 Only the driver talks to MLflow, through :class:`mlflow.MlflowClient` (no global active run:
-https://mlflow.org/docs/latest/api_reference/python_api/mlflow.client.html), importing mlflow
-(~1.5 s) lazily. :meth:`Tracker.flush` sends buffered metrics with ``log_batch``, at most 1000 metrics
-or 100 params per request (https://mlflow.org/docs/latest/api_reference/rest-api.html#log-batch).
-NaN is logged as NaN, +-inf as +-:data:`FLOAT_MAX` (what MLflow's SQL store writes for it), and
-their running count as :data:`NONFINITE_METRIC`.
+https://mlflow.org/docs/latest/api_reference/python_api/mlflow.client.html), imported lazily (~1.5 s).
+Metrics go in ``log_batch`` requests; NaN as NaN, +-inf as +-:data:`FLOAT_MAX` (what MLflow's SQL
+store writes for it), their running count as :data:`NONFINITE_METRIC`.
 
 When the server stops answering mid-run, training goes on after one :class:`TrackingOutageWarning`:
 each flush appends what is pending to the journal, ``<fallback_dir>/<run id>/mlflow-fallback/
 journal.jsonl``, and, backing off from 2 s to 60 s, retries by replaying it; fully acknowledged, it
 is removed. Still down at :meth:`Tracker.end`, the status joins it, left for ``colonyrl
-tracking-import`` (:func:`import_fallback`: the same replay). Its records are standard JSON lines (NaN
-as protobuf's JSON string "NaN": https://protobuf.dev/programming-guides/json/), fsync'd per batch,
-each with a ``seq``: ``run`` (seq 0: run_id, experiment_id, tracking_uri), ``metric`` (key, value,
-timestamp, step), ``text`` (artifact_file, text), ``file`` (local: a copy under ``artifacts/<seq>/``,
-artifact_path), ``end`` (status, end_time), ``ack`` (upto: the server took every record up to that
-seq). A last line cut by a crash, never fsync'd, is dropped.
-
-MLflow's HTTP client retries for minutes per failed call; the tracker's calls run with
-:data:`HTTP_SETTINGS` as the ``MLFLOW_HTTP_REQUEST_*`` variables MLflow reads per request
-(https://mlflow.org/docs/latest/api_reference/python_api/mlflow.environment_variables.html), set in
-``os.environ`` around each call (ones the user set win): call the tracker from one thread.
+tracking-import`` (:func:`import_fallback`: the same replay).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -34,10 +23,11 @@ import posixpath
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,26 +39,25 @@ __all__ = ["Tracker", "TrackingOutageWarning", "TrackingUnavailableError", "Fall
 
 _log = logging.getLogger(__name__)
 
-# MLflow's limits (mlflow/utils/validation.py, the LogBatch spec above), copied so that importing this
-# module imports no MLflow; a test checks them against the installed MLflow.
+# MLflow's limits (mlflow/utils/validation.py), copied (no MLflow import); a test checks them.
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
-# mlflow.utils.validation.validate_param_and_metric_name (non-Windows).
-_NAME_RE = re.compile(r"^[/\w.\- :]+$")
+_NAME_RE = re.compile(r"^[/\w.\- :]+$")  # validate_param_and_metric_name (non-Windows)
 
 Status = Literal["FINISHED", "FAILED", "KILLED"]
-#: A refused connection fails in milliseconds, a silent host within 2 x 10 s; the one retry (made at
-#: once) covers a pooled connection the server closed. Waiting for a restart is the tracker's backoff.
+Record = dict[str, Any]  # a journal line: {"kind": ..., ...} (see _Journal)
+#: MLflow's HTTP client retries for minutes per failed call; the tracker's calls run with these, which
+#: MLflow reads per request (https://mlflow.org/docs/latest/api_reference/python_api/mlflow.environment_variables.html)
+#: unless the user set them: a silent host fails within 2 x 10 s; waiting for a restart is the tracker's backoff.
 HTTP_SETTINGS: dict[str, str] = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-#: The metric that counts the non-finite (NaN/inf) values logged so far in the run.
 NONFINITE_METRIC = "nonfinite_metric_values"
-#: What +-inf is logged as: the value MLflow's SQL store writes for it.
 FLOAT_MAX = sys.float_info.max
-#: The journal's folder inside ``<fallback_dir>/<run id>/``, and its file.
-FALLBACK_FOLDER = "mlflow-fallback"
+FALLBACK_FOLDER = "mlflow-fallback"  # in <fallback_dir>/<run id>/
 JOURNAL_FILE = "journal.jsonl"
+#: The longest the run's end waits for the system-metrics thread's last sample.
+SYSTEM_METRICS_STOP_S = 10.0
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -123,28 +112,45 @@ def _finite_or_nan(v: float) -> float:
     return math.copysign(FLOAT_MAX, v) if math.isinf(v) else v
 
 
-def _send(client: MlflowClient, run_id: str, rec: Mapping[str, Any], folder: Path) -> None:
-    """Send one record that is no metric point: an artifact, or the run's end."""
-    if rec["kind"] == "text":
-        client.log_text(run_id, rec["text"], rec["artifact_file"])
-    elif rec["kind"] == "file":  # a folder keeps its name under artifact_path, as MlflowClient does
-        client.log_artifact(run_id, str(folder / rec["local"]), rec["artifact_path"])
-    elif rec["kind"] == "end":
-        client.set_terminated(run_id, status=rec["status"], end_time=rec["end_time"])
+def _send(client: MlflowClient, run_id: str, records: Iterable[Record], folder: Path,
+          done: Callable[[list[Record]], None]) -> None:
+    """Send ``records`` in order (runs of metric points in ``log_batch`` requests) and hand ``done``
+    the records of each request the server took. A ``file`` record's relative path is in ``folder``."""
+    from mlflow.entities import Metric
+    for is_metric, group in itertools.groupby(records, lambda r: r["kind"] == "metric"):
+        if is_metric:
+            while chunk := list(itertools.islice(group, MAX_METRICS_PER_BATCH)):
+                client.log_batch(run_id, metrics=[Metric(r["key"], _finite_or_nan(float(r["value"])),
+                                                         r["timestamp"], r["step"]) for r in chunk])
+                done(chunk)
+            continue
+        for rec in group:
+            if rec["kind"] == "text":
+                client.log_text(run_id, rec["text"], rec["artifact_file"])
+            elif rec["kind"] == "file":  # a folder keeps its name under artifact_path, as MlflowClient does
+                client.log_artifact(run_id, str(folder / rec["local"]), rec["artifact_path"])
+            elif rec["kind"] == "end":
+                client.set_terminated(run_id, status=rec["status"], end_time=rec["end_time"])
+            done([rec])
 
 
 class _Journal:
-    """A run's journal and what in it the server has not acknowledged (written at the first add())."""
+    """A run's journal, written at the first :meth:`add`, and what in it the server has not acknowledged.
 
-    def __init__(self, folder: Path, header: dict[str, Any]) -> None:
+    Standard JSON lines (NaN as protobuf's JSON string "NaN": https://protobuf.dev/programming-guides/
+    json/), fsync'd per batch, each with a ``seq``: ``run`` (seq 0: run_id, experiment_id,
+    tracking_uri), ``metric`` (key, value, timestamp, step), ``text`` (artifact_file, text), ``file``
+    (local: a copy under ``artifacts/<seq>/``, artifact_path), ``end`` (status, end_time), ``ack``
+    (upto: the server took every record up to that seq). A last line cut by a crash is dropped.
+    """
+
+    def __init__(self, folder: Path, header: Record) -> None:
         self.folder, self.path, self.header = folder, folder / JOURNAL_FILE, header
         self.seq = self.acked = -1  # the last record written, the last one the server took
         self.todo: Counter[str] = Counter()  # records not acknowledged, by kind
-        self.sent: Counter[str] = Counter()  # records replay() sent, by kind
-        self.status_sent: str | None = None
         if self.path.is_file():  # drop a last line cut by a crash, so that appends start a line
             os.truncate(self.path, self.path.read_bytes().rfind(b"\n") + 1)
-        kinds = []
+        written = []  # (seq, kind) of the records to acknowledge
         for rec in self.read():
             self.seq = rec["seq"]
             if rec["kind"] == "run":
@@ -152,22 +158,24 @@ class _Journal:
             elif rec["kind"] == "ack":
                 self.acked = max(self.acked, rec["upto"])
             else:
-                kinds.append((rec["seq"], rec["kind"]))
-        self.todo.update(kind for seq, kind in kinds if seq > self.acked)
+                written.append((rec["seq"], rec["kind"]))
+        self.todo.update(kind for seq, kind in written if seq > self.acked)
 
-    def read(self) -> Iterator[dict[str, Any]]:
+    def read(self) -> Iterator[Record]:
         if self.path.is_file():
             with open(self.path, "rb") as f:
                 yield from map(json.loads, f)
 
-    def add(self, records: list[dict[str, Any]]) -> None:
+    def add(self, records: list[Record]) -> None:
         """Append ``records`` with the next sequence numbers, in one write and one fsync."""
         if self.seq < 0:
             records = [{"kind": "run", "format": 2, **self.header}, *records]
         lines = []
         for rec in records:
             self.seq += 1
-            if rec["kind"] == "file":  # a copy: the original may go before the server is back
+            if rec["kind"] == "metric" and math.isnan(rec["value"]):
+                rec = {**rec, "value": "NaN"}
+            elif rec["kind"] == "file":  # a copy: the original may go before the server is back
                 src = Path(rec["local"])
                 rec = {**rec, "local": f"artifacts/{self.seq}/{src.name}"}
                 (self.folder / rec["local"]).parent.mkdir(parents=True, exist_ok=True)
@@ -182,70 +190,47 @@ class _Journal:
             os.fsync(f.fileno())
 
     def replay(self, client: MlflowClient, run_id: str, after: int) -> None:
-        """Send the records after seq ``after``, in order, acknowledging each step the server took."""
-        from mlflow.entities import Metric
-        batch: list[dict[str, Any]] = []
+        """Send the records after seq ``after``, in order, acknowledging each request the server took."""
+        def done(chunk: list[Record]) -> None:
+            self.acked = chunk[-1]["seq"]
+            self.todo.subtract(r["kind"] for r in chunk)
+            self.add([{"kind": "ack", "upto": self.acked}])
 
-        def done(seq: int, kinds: Counter[str]) -> None:
-            self.acked = seq
-            self.todo.subtract(kinds)
-            self.sent.update(kinds)
-            self.add([{"kind": "ack", "upto": seq}])
-
-        def send_batch() -> None:
-            if batch:
-                client.log_batch(run_id, metrics=[Metric(m["key"], _finite_or_nan(float(m["value"])),
-                                                         m["timestamp"], m["step"]) for m in batch])
-                done(batch[-1]["seq"], Counter(metric=len(batch)))
-                batch.clear()
-
-        for rec in self.read():
-            if rec["seq"] <= after or rec["kind"] in ("run", "ack"):
-                continue
-            if rec["kind"] == "metric":
-                batch.append(rec)
-                if len(batch) == MAX_METRICS_PER_BATCH:
-                    send_batch()
-                continue
-            send_batch()
-            _send(client, run_id, rec, self.folder)
-            self.status_sent = rec.get("status", self.status_sent)
-            done(rec["seq"], Counter({rec["kind"]: 1}))
-        send_batch()
+        _send(client, run_id, (r for r in self.read() if r["seq"] > after and r["kind"] not in ("run", "ack")),
+              self.folder, done)
 
 
 class Tracker:
-    """One MLflow run, written from the driver in batches, surviving tracking-server outages.
+    """One MLflow run, written from one driver thread in batches, surviving tracking-server outages.
 
-    ``tracking_uri`` None: ``MLFLOW_TRACKING_URI``, else MLflow's default (resolved at :meth:`start`,
-    which sets ``run_id``, ``experiment_id``, ``artifact_uri``). ``enabled=False``: no-ops, no mlflow.
-    The journal's folder gets ``-2`` and on for a resumed run whose earlier one was never imported;
-    during an outage, ``max_buffered`` points are journaled even before the next flush.
-    ``nonfinite_values`` counts NaN/inf values, ``outages`` outages; ``fallback_written`` is the
-    journal's folder if :meth:`end` left it.
+    ``tracking_uri`` None: ``MLFLOW_TRACKING_URI``, else MLflow's default. ``enabled=False``: no-ops, no
+    mlflow. The journal's folder gets ``-2`` and on for a resumed run whose earlier one was never
+    imported; during an outage, ``max_buffered`` points are journaled even before the next flush.
     """
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "colonyrl",
                  run_name: str | None = None, enabled: bool = True, artifact_location: str | None = None,
                  fallback_dir: str | Path = "runs", max_buffered: int = 100_000, retry_min_s: float = 2.0,
-                 retry_max_s: float = 60.0) -> None:
+                 retry_max_s: float = 60.0, system_metrics: bool = False) -> None:
         if max_buffered < 1 or retry_min_s <= 0 or retry_max_s < retry_min_s:
             raise ValueError("Tracker: max_buffered >= 1 and 0 < retry_min_s <= retry_max_s")
         self.enabled, self.experiment, self.run_name = enabled, experiment, run_name
         self.artifact_location, self.fallback_dir = artifact_location, Path(fallback_dir)
         self.max_buffered, self.retry_min_s, self.retry_max_s = max_buffered, retry_min_s, retry_max_s
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+        self.system_metrics = system_metrics
         self.run_id: str | None = None
         self.experiment_id = self.artifact_uri = self.run_id
         self.active = False
+        self.nonfinite_values = 0  # NaN/inf values logged in the run
+        self.outages = 0
+        self.fallback_written: Path | None = None  # the journal's folder, if end() left it
         self._client: MlflowClient | None = None
-        self._buffer: list[tuple[str, float, int, int]] = []  # (key, value, timestamp ms, step)
-        self._known_names: set[str] = set()
+        self._buffer: list[Record] = []  # metric records, not yet sent or journaled
         self._journal: _Journal | None = None
         self._down_since: float | None = None
         self._next_retry, self._retry_delay = 0.0, retry_min_s
-        self.nonfinite_values = self.outages = 0
-        self.fallback_written: Path | None = None
+        self._monitor: Any = None  # MLflow's SystemMetricsMonitor
 
     @property
     def server_down(self) -> bool:
@@ -283,9 +268,8 @@ class Tracker:
             raise RuntimeError(f"Tracker already has an active run {self.run_id}; end() it first")
         error = _call(lambda: self._start(self._connect(), params, tags, run_id))
         if error is not None:
-            raise TrackingUnavailableError(
-                f"MLflow tracking server {self.tracking_uri} is unreachable ({_brief(error)}): start it, point "
-                "--tracking-uri (or MLFLOW_TRACKING_URI) at one that runs, or train with --no-track") from error
+            raise TrackingUnavailableError(f"MLflow tracking server {self.tracking_uri} is unreachable ({_brief(error)}): "
+                                           "start it, point --tracking-uri at one that runs, or use --no-track") from error
         base, name, n = self.fallback_dir / str(self.run_id), FALLBACK_FOLDER, 1
         while (base / name).exists():
             n += 1
@@ -293,6 +277,12 @@ class Tracker:
         header = {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.tracking_uri}
         self._journal = _Journal(base / name, header)
         self.active = True
+        if self.system_metrics:  # the thread mlflow.start_run(log_system_metrics=True) starts: CPU, memory,
+            # disk, network, GPU where pynvml is installed; it posts to the server itself, not through the journal
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=run_id is not None,
+                                                 tracking_uri=self.tracking_uri)
+            self._monitor.start()
         return self.run_id
 
     def _start(self, client: MlflowClient, params: Mapping[str, Any], tags: Mapping[str, str] | None,
@@ -300,19 +290,12 @@ class Tracker:
         from mlflow.entities import Param, RunTag
         user_tags = {str(k): str(v)[:MAX_TAG_VAL_LENGTH] for k, v in (tags or {}).items()}
         values = {str(k): str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in params.items()}
-        if run_id is None:
-            run_tags = dict(user_tags)
-            try:  # what mlflow.start_run adds: user, source name/type, git commit (~0.05 s)
-                from mlflow.tracking.context.registry import resolve_tags
-                run_tags = resolve_tags(run_tags)
-            except Exception as e:  # never fail a run over provenance tags
-                _log.debug("mlflow context tags unavailable: %r", e)
-            run = client.create_run(self._experiment(client), tags=run_tags, run_name=self.run_name)
+        if run_id is None:  # with the tags mlflow.start_run adds: user, source name/type, git commit (~0.05 s)
+            from mlflow.tracking.context.registry import resolve_tags
+            run = client.create_run(self._experiment(client), tags=resolve_tags(user_tags), run_name=self.run_name)
         else:
             run = client.get_run(run_id)  # raises MlflowException for an unknown ID
-            if run.info.lifecycle_stage == "deleted":
-                raise RuntimeError(f"cannot resume MLflow run {run_id}: it is deleted")
-            client.update_run(run_id, status="RUNNING")  # as the fluent start_run(run_id=...) does
+            client.update_run(run_id, status="RUNNING")  # as the fluent start_run(run_id=...) does (deleted: raises)
             changed = sorted(k for k, v in values.items() if run.data.params.get(k, v) != v)
             if changed:
                 warnings.warn(f"resuming MLflow run {run_id}: params are write-once, keeping the old values "
@@ -337,10 +320,7 @@ class Tracker:
                 exp = client.get_experiment_by_name(self.experiment)
                 if exp is None:
                     raise
-        if exp.lifecycle_stage == "deleted":
-            raise RuntimeError(f"MLflow experiment {self.experiment!r} is deleted: restore it (`mlflow "
-                               f"experiments restore --experiment-id {exp.experiment_id}`) or use another name")
-        return exp.experiment_id
+        return exp.experiment_id  # a deleted one: create_run raises, naming it
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer ``metrics`` at ``step``; a name MLflow would reject (losing the batch) raises now."""
@@ -350,31 +330,28 @@ class Tracker:
             raise RuntimeError("Tracker.log_metrics before start() or after end()")
         ts, step, nonfinite = int(time.time() * 1000), int(step), 0
         for key, value in metrics.items():
-            if key not in self._known_names:
-                if key == NONFINITE_METRIC:
-                    raise ValueError(f"metric name {key!r} is reserved: the tracker logs it (the count of "
-                                     "NaN/inf values)")
-                norm = posixpath.normpath(key) if isinstance(key, str) else ""
-                if not _NAME_RE.match(norm) or norm != key or norm == "." or norm.startswith(("..", "/")):
-                    raise ValueError(f"metric name {key!r}: alphanumerics, '_', '-', '.', ' ', ':' and '/' "
-                                     "only, as a normalized relative path")
-                self._known_names.add(key)
+            if key == NONFINITE_METRIC:
+                raise ValueError(f"metric name {key!r} is reserved: the tracker counts NaN/inf values in it")
+            norm = posixpath.normpath(key) if isinstance(key, str) else ""
+            if not _NAME_RE.match(norm) or norm != key or norm == "." or norm.startswith(("..", "/")):
+                raise ValueError(f"metric name {key!r}: alphanumerics, '_', '-', '.', ' ', ':' and '/' only, as a "
+                                 "normalized relative path")
             v = float(value)  # numpy scalars and 0-d tensors too
             nonfinite += not math.isfinite(v)
-            self._buffer.append((key, _finite_or_nan(v), ts, step))
+            self._buffer.append({"kind": "metric", "key": key, "value": _finite_or_nan(v), "timestamp": ts, "step": step})
         if nonfinite:
             self.nonfinite_values += nonfinite
-            self._buffer.append((NONFINITE_METRIC, float(self.nonfinite_values), ts, step))
+            self._buffer.append({**self._buffer[-1], "key": NONFINITE_METRIC, "value": float(self.nonfinite_values)})
         if self._down_since is not None and len(self._buffer) > self.max_buffered:
             self._journal_buffer()
 
     def flush(self) -> None:
         """Send the buffered points; while the server is down, journal them and, when the backoff
         allows, retry by replaying the journal. Other errors raise, the unsent points kept."""
-        if not self.enabled or self.run_id is None:
+        if not self.enabled or self._journal is None:
             return
         if self._down_since is None and self._buffer:
-            error = _call(self._send_buffer)
+            error = _call(lambda: _send(self._connect(), str(self.run_id), self._buffer[:], Path(), self._sent))
             if error is not None:
                 self._went_down(error)
         if self._down_since is not None:
@@ -382,12 +359,8 @@ class Tracker:
             if time.monotonic() >= self._next_retry:
                 self._retry()
 
-    def _send_buffer(self) -> None:
-        from mlflow.entities import Metric
-        while self._buffer:
-            chunk = self._buffer[:MAX_METRICS_PER_BATCH]
-            self._connect().log_batch(str(self.run_id), metrics=[Metric(*m) for m in chunk])
-            del self._buffer[:len(chunk)]
+    def _sent(self, chunk: list[Record]) -> None:
+        del self._buffer[:len(chunk)]
 
     def end(self, status: Status = "FINISHED") -> None:
         """Flush and end the run with ``status``; the server down, after one last retry at once, the
@@ -396,6 +369,11 @@ class Tracker:
             raise ValueError(f"status={status!r}: allowed one of FINISHED, FAILED, KILLED")
         if not self.enabled or not self.active:
             return
+        if self._monitor is not None:  # its last sample; MLflow's own retries could hold it for minutes
+            stopping = threading.Thread(target=self._monitor.finish, daemon=True)
+            stopping.start()
+            stopping.join(0.0 if self.server_down else SYSTEM_METRICS_STOP_S)
+            self._monitor = None
         self._next_retry = 0.0  # the last chance: no waiting for the backoff
         try:
             self.flush()
@@ -404,19 +382,18 @@ class Tracker:
             self.active = False
         if self._down_since is not None and self._journal is not None:
             self.fallback_written = self._journal.folder
-            warnings.warn(
-                f"MLflow tracking server {self.tracking_uri} was still unreachable when run {self.run_id} "
-                f"ended: {self.pending:,} metric points, {self.pending_artifacts} artifacts and the status "
-                f"{status} are in {self._journal.path}. Once the server is back, import them with: "
-                f"colonyrl tracking-import {self._journal.folder}", TrackingOutageWarning, stacklevel=3)
+            warnings.warn(f"MLflow tracking server {self.tracking_uri} was still unreachable when run {self.run_id} "
+                          f"ended: {self.pending:,} metric points, {self.pending_artifacts} artifacts and the status "
+                          f"{status} are in {self._journal.path}. Once the server is back, import them with: "
+                          f"colonyrl tracking-import {self._journal.folder}", TrackingOutageWarning, stacklevel=3)
 
-    def _write(self, rec: dict[str, Any]) -> None:
+    def _write(self, rec: Record) -> None:
         """Send an artifact or the end now, or journal it (after the buffered points) during an outage."""
         journal = self._journal
-        if self.run_id is None or journal is None:
+        if journal is None:
             raise RuntimeError("Tracker: start() a run before logging artifacts")
         if self._down_since is None or not self.active:  # after end(), errors raise
-            error = _call(lambda: _send(self._connect(), str(self.run_id), rec, journal.folder))
+            error = _call(lambda: _send(self._connect(), str(self.run_id), [rec], journal.folder, lambda _: None))
             if error is None:
                 return
             if not self.active:
@@ -427,16 +404,14 @@ class Tracker:
         self.flush()  # a retry, if one is due
 
     def _journal_buffer(self) -> None:
-        if self._buffer and self._journal is not None:  # NaN as protobuf's JSON string, inf is gone
-            self._journal.add([{"kind": "metric", "key": k, "value": "NaN" if math.isnan(v) else v,
-                                "timestamp": ts, "step": s} for k, v, ts, s in self._buffer])
+        if self._buffer and self._journal is not None:
+            self._journal.add(self._buffer)
             self._buffer = []
 
     def _retry(self) -> None:
         """Replay the journal; once all of it went through, the outage is over: remove it."""
         journal = self._journal
-        if journal is None or not sum(journal.todo.values()):
-            return  # nothing to send, nothing to tell whether the server is back
+        assert journal is not None  # down: it holds at least what failed
         error = _call(lambda: journal.replay(self._connect(), str(self.run_id), journal.acked))
         if error is not None:
             return self._went_down(error)
@@ -451,11 +426,10 @@ class Tracker:
         if self._down_since is None:
             self._down_since, self._retry_delay = now, self.retry_min_s
             self.outages += 1
-            warnings.warn(
-                f"MLflow tracking server {self.tracking_uri} is unreachable ({_brief(e)}). Training goes on: "
-                f"metrics and artifacts of run {self.run_id} are journaled in {self.fallback_path} and sent "
-                f"when the server answers again (retried every {self.retry_min_s:g}-{self.retry_max_s:g} s).",
-                TrackingOutageWarning, stacklevel=4)
+            warnings.warn(f"MLflow tracking server {self.tracking_uri} is unreachable ({_brief(e)}). Training goes on: "
+                          f"metrics and artifacts of run {self.run_id} are journaled in {self.fallback_path} and sent "
+                          f"when the server answers again (retried every {self.retry_min_s:g}-{self.retry_max_s:g} s).",
+                          TrackingOutageWarning, stacklevel=4)
         else:
             self._retry_delay = min(2 * self._retry_delay, self.retry_max_s)
         self._next_retry = now + self._retry_delay
@@ -508,11 +482,13 @@ def import_fallback(path: str | Path, tracking_uri: str | None = None, force: bo
         raise FallbackImportError(f"{folder} was already imported into run {run_id} (every record in it is "
                                   "acknowledged); pass force=True (--force) to import it again")
     import mlflow
-    client = mlflow.MlflowClient(tracking_uri=uri)
+    client, before = mlflow.MlflowClient(tracking_uri=uri), Counter(journal.todo)
     # get_run first: an unknown run fails before anything is sent
     error = _call(lambda: (client.get_run(run_id), journal.replay(client, run_id, 0 if force else journal.acked)))
     if error is not None:
         raise TrackingUnavailableError(f"MLflow tracking server {uri} is unreachable ({_brief(error)}); "
                                        f"progress is kept in {journal.path}: run the import again") from error
-    return {"run_id": run_id, "tracking_uri": uri, "metrics": journal.sent["metric"],
-            "artifacts": journal.sent["file"] + journal.sent["text"], "status": journal.status_sent}
+    sent = before - journal.todo  # what replay subtracted: acknowledged records too, when forced
+    status = next((r["status"] for r in journal.read() if r["kind"] == "end"), None)
+    return {"run_id": run_id, "tracking_uri": uri, "metrics": sent["metric"], "artifacts": sent["file"] + sent["text"],
+            "status": status}

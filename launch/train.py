@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ from colonyrl.launch.evaluate import (
     save_model,
 )
 from colonyrl.launch.signals import StopRequest
+from colonyrl.launch.topology import log_topology
 from colonyrl.launch.tracking import Tracker
 from colonyrl.scheme.learner import NonFiniteError
 from colonyrl.scheme.scheme import Scheme
@@ -58,18 +60,19 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"stopped by signal {signum}; checkpoint: {checkpoint}")
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train ``cfg`` to its budget (or its ``stop_at_return``), evaluate, save, and track it all."""
+def train(cfg: TrainConfig, tags: dict[str, str] | None = None) -> TrainResult:
+    """Train ``cfg`` to its budget (or its ``stop_at_return``), evaluate, save, and track it all.
+    ``tags`` join the MLflow run's (``mlflow.parentRunId`` makes it a nested run: launch/seeds.py)."""
     cfg, resumed = _resolve_resume(cfg)
     run = cfg.run
     console = Console(enabled=run.progress, total=run.total_env_steps)
     # An outage of the tracking server mid-run does not stop training; what the server never got is
     # left in <output_dir>/<run id>/mlflow-fallback/, beside the model (launch/tracking.py).
     tracker = Tracker(run.tracking_uri, run.experiment, run.run_name, enabled=run.track,
-                      fallback_dir=run.output_dir)
+                      fallback_dir=run.output_dir, system_metrics=run.system_metrics)
     start = time.perf_counter()
     with tracker:
-        tracker.start(to_flat_dict(cfg), tags={"colonyrl.preset_env": cfg.env.id},
+        tracker.start(to_flat_dict(cfg), tags={"colonyrl.preset_env": cfg.env.id, **(tags or {})},
                       run_id=resumed["run_id"] if resumed else None)
         if resumed is None:
             tracker.log_dict(dataclasses.asdict(cfg), "config.json")
@@ -94,12 +97,14 @@ def train(cfg: TrainConfig) -> TrainResult:
                 raise
             last = checkpoints.save()
             changes.upload(learner, tracker)
+            log_topology(learner, tracker, run_dir)  # topology.csv/.png: every worker, its node and figures
             if stop.requested:
                 raise TrainingInterrupted(stop.signal or 0, last)
             learner.sync_weights()
             # Its own seeds: not the episodes of the periodic evaluation that may have stopped the run.
             final = evaluate(learner.algo, learner.components.evaluation_env(), run.eval_episodes, run.seed,
                              worker_index=FINAL_EVAL_WORKER_INDEX, obs_normalizer=learner_obs_normalizer(learner))
+            final_at = time.perf_counter() - start
             counters = learner.counters()
             tracker.log_metrics({"eval_return": final.mean, "eval_return_std": final.std,
                                  "final_eval_return": final.mean}, step=counters["env_steps"])
@@ -107,6 +112,11 @@ def train(cfg: TrainConfig) -> TrainResult:
             save_model(model_dir, learner.algo, cfg, counters, learner_obs_normalizer(learner))
         tracker.log_artifact(model_dir / "model.pt", "model")
         tracker.log_artifact(model_dir / "policy.pt2", "model")
+        if tracker.enabled:  # the MLflow model (pyfunc over policy.pt2), optionally registered
+            from colonyrl.launch.mlflow_model import log_model
+            log_model(tracker, model_dir, run.register_model)
+            if evaluations:  # periodic evaluations make a curve; without, it is final_eval_return alone
+                _log_curve(tracker, model_dir, evaluations, timing, (counters["env_steps"], final_at, final.mean))
         wall = time.perf_counter() - start
         tracker.log_metrics({"wall_time_s": wall}, step=counters["env_steps"])
         console.final(final, counters, wall, model_dir)
@@ -114,6 +124,19 @@ def train(cfg: TrainConfig) -> TrainResult:
                        setup_time_s=timing.setup_s if timing.setup_s is not None else train_end,
                        eval_time_s=timing.eval_s, evaluation_times_s=tuple(timing.evals),
                        train_end_s=train_end)
+
+
+def _log_curve(tracker: Tracker, folder: Path, evaluations: list[tuple[int, float]], timing: _Timing,
+               final: tuple[int, float, float]) -> None:
+    """The run's (env_steps, wall_time_s, eval_return) points, periodic and final, as artifacts
+    ``curve.csv`` (and ``curve.png``: launch/plot.py); never failing the run."""
+    try:
+        from colonyrl.launch.plot import write_run_curve
+        points = [(s, t, r) for (s, r), (_, t) in zip(evaluations, timing.evals, strict=True)] + [final]
+        for path in write_run_curve(folder, points):
+            tracker.log_artifact(path)
+    except Exception as e:  # a plot is not worth a finished run
+        warnings.warn(f"could not log the run's curve artifact: {e!r}", stacklevel=2)
 
 
 class _Timing:

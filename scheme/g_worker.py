@@ -227,6 +227,7 @@ class GWorker:
             # per worker, so a slow CWorker shows up by name in MLflow
             **{f"collect_fps/{r.worker}": r.info["collect_fps"] for r in rollouts},
             **{f"policy_lag/{r.worker}": self.version - r.version for r in rollouts},
+            **_per_worker_bytes(rollouts),
             **collection,
             **self.cworkers.stats(),
         )
@@ -324,6 +325,16 @@ class GWorker:
         self.cworkers.close()
         if self.allreduce is not None:
             self.allreduce.close()
+
+
+def _per_worker_bytes(rollouts: list[Any]) -> dict[str, float]:
+    """Rollout bytes by CWorker, raw and on the wire (for the topology table, launch/topology.py)."""
+    out: dict[str, float] = {}
+    for r in rollouts:
+        for kind in ("raw", "wire"):
+            key = f"rollout_bytes_{kind}/{r.worker}"
+            out[key] = out.get(key, 0.0) + r.info.get(f"{kind}_bytes", 0.0)
+    return out
 
 
 def _optimizers(algo: Any) -> list[torch.optim.Optimizer]:

@@ -26,6 +26,8 @@ __all__ = ["Learner", "Metrics", "Change", "NonFiniteError"]
 
 # Packet info keys that are durations: summed over a logging window and reported as time shares.
 _TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
+# Packet info keys ``<prefix><worker>`` that are per-worker figures (``worker_figures``, launch/topology.py).
+_FIGURES = ("collect_fps/", "policy_lag/", "rollout_bytes_raw/", "rollout_bytes_wire/", "restarts/")
 # Packet info keys that are counts of events since the worker's previous packet: running totals.
 _COUNTS = ("dropped_rollouts", "dropped_env_steps", "restarts", "gworker_restarts", "lost_env_steps", "preemptions",
            "nonfinite_updates")
@@ -114,6 +116,10 @@ class Learner:
         self.broadcast()
         self._window_start = time.perf_counter()
         self._window_steps = 0
+        #: Per-worker figures since this Learner was built, never popped (launch/topology.py reads
+        #: them): the packets' ``_FIGURES`` keys, and per GWorker its env steps, gradient bytes, lag.
+        self.worker_figures = Metrics()
+        self.created_at = self._window_start
 
     # -- the three verbs ---------------------------------------------------------------------------
     def step(self, collect: bool = True) -> dict[str, float]:
@@ -144,6 +150,8 @@ class Learner:
         # A lost GWorker's round in progress was collected but not (fully) trained on: lost.
         for name in self.gworkers.pop_replaced():
             self.totals["lost_env_steps"] += self._round_env_steps.pop(name, 0)
+            # its CWorkers died with it (GWorkerSet.heal counts them as restarts too)
+            self.worker_figures.add({f"restarts/{n}": 1.0 for n in self.worker_names if n.split(".")[0] == name})
         for p in packets:
             self._round_env_steps[p.worker] = 0 if p.round_done else self._round_env_steps.get(p.worker, 0) + p.env_steps
             self.env_steps += p.env_steps
@@ -154,11 +162,15 @@ class Learner:
             self.metrics.add_episodes(p.episodes)
             for key in _COUNTS:
                 self.totals[key] += int(p.info.get(key, 0))
-            self.metrics.add({k: v for k, v in p.info.items() if k not in self.totals})
+            self.metrics.add({k: v for k, v in p.info.items() if k not in self.totals and not k.startswith("restarts/")})
+            grad_bytes = sum(g.nbytes for g in p.grads or () if isinstance(g, np.ndarray))  # numpy: on the wire
+            self.worker_figures.add({**{k: v for k, v in p.info.items() if k.startswith(_FIGURES)},
+                                     f"env_steps/{p.worker}": p.env_steps, f"gradient_bytes/{p.worker}": grad_bytes})
             if p.num_samples:  # an idle GWorker (waiting for the others to end a round) has no lag
                 staleness = self.version - p.weights_version
                 self.metrics.add({"policy_lag": self.version - p.data_version, "gradient_staleness": staleness,
                                   f"gradient_staleness/{p.worker}": staleness})
+                self.worker_figures.add({f"gradient_staleness/{p.worker}": staleness})
         return packets
 
     def apply(self, packets: Sequence[GradientPacket]) -> dict[str, float]:

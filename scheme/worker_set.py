@@ -233,6 +233,7 @@ class CWorkerSet(_WorkerSet[str]):
     def __init__(self, spec: CWorkerSpec, components: Components) -> None:
         self.spec, self.names, self.components = spec, spec.names(), components
         self.restarts = self.lost_env_steps = self.preemptions = 0
+        self.restarted: list[str] = []  # names of the workers re-created since the last stats()
         self._round = 0
         if spec.remote:
             from colonyrl.scheme import remote
@@ -255,6 +256,7 @@ class CWorkerSet(_WorkerSet[str]):
         ``in_flight``: it died collecting, so a rollout's worth of env steps is lost."""
         self.group.respawn(i)
         self.restarts += 1
+        self.restarted.append(self.names[i])
         if in_flight:
             self.lost_env_steps += self.components.env.num_envs * self.components.storage.num_steps
         return self.group.workers[i]
@@ -311,8 +313,10 @@ class CWorkerSet(_WorkerSet[str]):
     def stats(self) -> dict[str, float]:
         """Counts since the previous call (the Learner keeps the running totals)."""
         out = {"restarts": float(self.restarts), "lost_env_steps": float(self.lost_env_steps),
-               "preemptions": float(self.preemptions)}
+               "preemptions": float(self.preemptions),
+               **{f"restarts/{name}": float(self.restarted.count(name)) for name in set(self.restarted)}}
         self.restarts = self.lost_env_steps = self.preemptions = 0
+        self.restarted = []
         return out
 
     def close(self) -> None:

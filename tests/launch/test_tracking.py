@@ -341,3 +341,38 @@ def test_journal_with_bare_nan_tokens_or_a_cut_last_line_imports_and_resumes(sto
     assert [s for s, _ in _history(store["uri"], run_id, "a")] == list(range(1502))
     with pytest.raises(tracking.FallbackImportError, match="already imported"):
         tracking.import_fallback(folder)
+
+
+def _system_steps(uri: str, run_id: str) -> list[int]:
+    return _steps(uri, run_id, "system/cpu_utilization_percentage")
+
+
+def test_system_metrics_are_logged_when_on_and_absent_when_off(store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")  # MLflow's default: 10 s
+    on = _tracker(store, system_metrics=True)
+    run_id = on.start({})
+    deadline = time.monotonic() + 30
+    while not _system_steps(store["uri"], run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    on.end()
+    assert time.monotonic() - t0 < 5  # the thread's last sample, not a sampling interval more
+    system = {k for k in read_run(store["uri"], run_id)["metrics"] if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system
+    steps = _system_steps(store["uri"], run_id)
+    assert steps == list(range(len(steps)))
+
+    again = _tracker(store, system_metrics=True)  # a resumed run's samples go on from its last step
+    again.start({}, run_id=run_id)
+    deadline = time.monotonic() + 30
+    while len(_system_steps(store["uri"], run_id)) == len(steps) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    again.end()
+    assert _system_steps(store["uri"], run_id)[:len(steps) + 1] == list(range(len(steps) + 1))
+
+    off = _tracker(store)  # the default: off (train() turns them on: RunConfig.system_metrics)
+    off_id = off.start({})
+    time.sleep(0.5)
+    off.log_metrics({"x": 1.0}, step=0)
+    off.end()
+    assert list(read_run(store["uri"], off_id)["metrics"]) == ["x"]

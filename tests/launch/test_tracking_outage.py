@@ -242,7 +242,10 @@ def test_tracker_buffers_through_outage_and_flushes_in_order_when_server_returns
 
 
 @pytest.mark.slow
-def test_training_goes_on_through_outage_and_metrics_arrive_after_restart(server, tmp_path, capsys):
+def test_training_goes_on_through_outage_and_metrics_arrive_after_restart(server, tmp_path, capsys, monkeypatch):
+    # MLflow's system-metrics thread samples and posts all through (RunConfig.system_metrics); the
+    # outage stops it, and neither it nor the run's end hangs on the dead server
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
     experiment = "outage-train"
     events: dict = {}
     helper = threading.Thread(target=_stop_when_run_has_metrics, args=(server, experiment, True, events))
@@ -270,11 +273,13 @@ def test_training_goes_on_through_outage_and_metrics_arrive_after_restart(server
     assert any(events["stopped_ms"] < m.timestamp < events["restarted_ms"] for m in env_steps)
     assert got["metrics"]["fps"] == got["metrics"]["updates"] == len(logged)
     assert got["metrics"]["final_eval_return"] == 1
+    assert got["metrics"]["system/cpu_utilization_percentage"] >= 1  # sampled before the outage at least
     assert not (tmp_path / "runs" / result.run_id / FALLBACK_FOLDER).exists()
 
 
 @pytest.mark.slow
-def test_server_down_until_the_end_leaves_a_fallback_that_imports(server, tmp_path, capsys):
+def test_server_down_until_the_end_leaves_a_fallback_that_imports(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # its thread is mid-sample at the end
     experiment = "outage-fallback"
     events: dict = {}
     helper = threading.Thread(target=_stop_when_run_has_metrics, args=(server, experiment, False, events))
@@ -282,9 +287,11 @@ def test_server_down_until_the_end_leaves_a_fallback_that_imports(server, tmp_pa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = train(_config(server, tmp_path, experiment, steps=12_000))
+    ended = time.monotonic()
     helper.join(timeout=60)
     assert "error" not in events, events
     assert not server.running
+    assert ended - events["stop_done"] < 100  # the end did not wait out MLflow's retries (over 2 minutes)
     logged = _logged_steps(capsys.readouterr().out)
 
     run_dir = tmp_path / "runs" / result.run_id
@@ -296,21 +303,21 @@ def test_server_down_until_the_end_leaves_a_fallback_that_imports(server, tmp_pa
     head, meta = records[0], records[-1]
     assert head["kind"] == "run" and head["run_id"] == result.run_id and head["tracking_uri"] == server.uri
     assert meta["kind"] == "end" and meta["status"] == "FINISHED"
-    files = [r for r in records if r["kind"] == "file"]  # copies, in the journal's folder
-    assert [(r["artifact_path"], Path(r["local"]).name) for r in files] == [("model", "model.pt"),
-                                                                           ("model", "policy.pt2")]
-    assert (folder / files[0]["local"]).read_bytes() == (run_dir / "model.pt").read_bytes()
+    files = {(r["artifact_path"], Path(r["local"]).name): r for r in records if r["kind"] == "file"}  # copies
+    assert {("model", "model.pt"), ("model", "policy.pt2"), (None, "topology.csv"), (None, "topology.png")} <= set(files)
+    assert (folder / files["model", "model.pt"]["local"]).read_bytes() == (run_dir / "model.pt").read_bytes()
 
     server.start()
     assert read_run(server.uri, result.run_id)["status"] == "RUNNING"
     assert cli.main(["tracking-import", str(run_dir)]) == 0  # the run folder finds its fallback
     out = capsys.readouterr().out
-    assert re.search(rf"imported [\d,]+ metric points, 2 artifact files and status FINISHED into MLflow run "
-                     rf"{result.run_id}", out), out
+    artifacts = sum(r["kind"] in ("file", "text") for r in records)
+    assert re.search(rf"imported [\d,]+ metric points, {artifacts} artifact files and status FINISHED into MLflow "
+                     rf"run {result.run_id}", out), out
 
     got = read_run(server.uri, result.run_id)
     assert got["status"] == "FINISHED"
-    assert {"config.json", "model/model.pt", "model/policy.pt2"} <= set(got["artifacts"])
+    assert {"config.json", "model/model.pt", "model/policy.pt2", "topology.csv", "topology.png"} <= set(got["artifacts"])
     env_steps = _history(server.uri, result.run_id, "env_steps")
     assert [m.step for m in env_steps] == logged  # those sent before the outage and the imported ones
     assert got["metrics"]["final_eval_return"] == 1 and got["metrics"]["wall_time_s"] == 1
