@@ -28,6 +28,9 @@ PRESETS: dict[str, str] = {
     "ppo-kl-cartpole": "colonyrl.launch.scripts.ppo_kl_cartpole",
     "impala-cartpole-ray": "colonyrl.launch.scripts.impala_cartpole_ray",
     "appo-cartpole-ray": "colonyrl.launch.scripts.appo_cartpole_ray",
+    "a3c-cartpole-ray": "colonyrl.launch.scripts.a3c_cartpole_ray",
+    "ddppo-cartpole-ray": "colonyrl.launch.scripts.ddppo_cartpole_ray",
+    "apex-dqn-cartpole-ray": "colonyrl.launch.scripts.apex_dqn_cartpole_ray",
     "ppo-lstm-cartpole-novel": "colonyrl.launch.scripts.ppo_lstm_cartpole_novel",
     "dqn-her-bitflip": "colonyrl.launch.scripts.dqn_her_bitflip",
     # optional extras: atari (ale-py), mujoco

@@ -118,11 +118,14 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
     assert set(lines) == {"ppo-cartpole", "ppo-cartpole-ray", "ppo-pendulum", "sac-pendulum", "sac-pendulum-ray",
                           "td3-pendulum", "ddpg-pendulum", "dqn-cartpole", "pg-cartpole", "a2c-cartpole", "ppo-kl-cartpole",
                           "ppo-lstm-cartpole-novel", "impala-cartpole-ray", "appo-cartpole-ray", "dqn-her-bitflip",
-                          "ppo-atari-pong", "dqn-atari-pong", "ppo-halfcheetah", "sac-halfcheetah"}
+                          "ppo-atari-pong", "dqn-atari-pong", "ppo-halfcheetah", "sac-halfcheetah",
+                          "a3c-cartpole-ray", "ddppo-cartpole-ray", "apex-dqn-cartpole-ray"}
     assert "(default)" in lines["ppo-cartpole"]
     for name, line in lines.items():  # each with its algorithm and env
-        # the algorithm's name ends with the preset's first word ("recurrent-ppo" for "ppo-lstm-...")
-        assert line.split()[1 + ("(default)" in line)].split("-")[-1] == name.split("-")[0], line
+        # the algorithm's name ends with the preset's first word ("recurrent-ppo" for "ppo-lstm-..."),
+        # or, for a preset named after its scheme, with that scheme's algorithm (A3C runs A2C's loss)
+        word = {"a3c": "a2c", "ddppo": "ppo", "apex": "dqn"}.get(name.split("-")[0], name.split("-")[0])
+        assert line.split()[1 + ("(default)" in line)].split("-")[-1] == word, line
     out = _colonyrl("train", "--help", cwd=tmp_path)
     assert out.returncode == 0
     for flag in ("--algo.lr", "--scheme.num-grad-workers", "--env.num-envs", "--tracking-uri", "--total-env-steps"):
@@ -149,6 +152,12 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
                      marks=pytest.mark.ray),
         pytest.param("appo_cartpole_ray", ["--scheme.object-store-mb", "200"], id="appo_cartpole_ray",
                      marks=pytest.mark.ray),
+        pytest.param("a3c_cartpole_ray", ["--scheme.object-store-mb", "200"], id="a3c_cartpole_ray",
+                     marks=pytest.mark.ray),
+        pytest.param("ddppo_cartpole_ray", ["--scheme.object-store-mb", "200"], id="ddppo_cartpole_ray",
+                     marks=pytest.mark.ray),
+        pytest.param("apex_dqn_cartpole_ray", ["--algo.learning-starts", "900", "--scheme.object-store-mb", "200"],
+                     id="apex_dqn_cartpole_ray", marks=pytest.mark.ray),
     ],
 )
 def test_launch_script_runs_end_to_end(script: str, extra: list[str], tmp_path: Path) -> None:
