@@ -13,6 +13,15 @@ import torch
 torch.set_num_threads(1)  # 2 cores: oversubscription made training 3-7x slower (platform.md §4)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (the README's ``-n 2 --dist loadgroup``), every ``ray`` test runs in one
+    worker, one after another: one Ray instance for them all, as without xdist, while the other
+    worker runs the tests that need no Ray (on 2 cores most of those use one)."""
+    for item in items:
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray instance shared by every test marked ``ray`` in this session."""

@@ -69,7 +69,9 @@ def test_discrete_sac_learns_cartpole(tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("update", ["central", "decentralized"])
+# Decentralized only (the harder mode: four replicas that must stay equal); central SAC on Ray is
+# covered step by step by tests/scheme/test_offpolicy_modes.py and learns in-process above (CI time).
+@pytest.mark.parametrize("update", ["decentralized"])
 def test_sac_learns_pendulum_on_ray_with_2_gworkers_x_2_cworkers(ray_local, tmp_path: Path, update: str) -> None:
     base = preset("sac-pendulum-ray")
     small = Resources(num_cpus=0.25)
