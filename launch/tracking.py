@@ -77,13 +77,9 @@ def _is_unreachable(e: BaseException) -> bool:
     500 ``MlflowException``s) and 5xx/429; another 4xx (bad name, deleted run) is no outage."""
     import requests
     from mlflow.exceptions import MlflowException
-    if isinstance(e, MlflowException):
-        code = e.get_http_status_code()
-    elif isinstance(e, requests.HTTPError):
-        code = e.response.status_code if e.response is not None else 500
-    else:
+    if not isinstance(e, MlflowException):
         return isinstance(e, (ConnectionError, TimeoutError, requests.RequestException))
-    return code >= 500 or code == 429
+    return e.get_http_status_code() >= 500 or e.get_http_status_code() == 429
 
 
 def _call(fn: Callable[[], object]) -> BaseException | None:
@@ -435,10 +431,7 @@ class Tracker:
         self._next_retry = now + self._retry_delay
 
     def log_dict(self, obj: dict[str, Any], artifact_file: str) -> None:
-        """Write ``obj`` as ``MlflowClient.log_dict`` would: YAML for .yaml/.yml, else indented JSON."""
-        if os.path.splitext(artifact_file)[1] in (".yml", ".yaml"):
-            import yaml
-            return self.log_text(yaml.dump(obj, indent=2, default_flow_style=False), artifact_file)
+        """Write ``obj`` as indented JSON (``MlflowClient.log_dict``'s format for a .json file)."""
         self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:

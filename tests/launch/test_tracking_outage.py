@@ -206,7 +206,7 @@ def test_tracker_buffers_through_outage_and_flushes_in_order_when_server_returns
         server.stop()
         blocked = [log_step() for _ in range(100)]  # 200 points, journaled
         t.log_text("written during the outage", "notes/outage.txt")
-        t.log_dict({"algo": {"lr": 0.1}}, "config/config.yaml")
+        t.log_dict({"algo": {"lr": 0.1}}, "config/config.json")
         t.log_artifact(weights, "model")
         assert t.server_down and t.pending_artifacts == 3 and t.pending == 200
         assert (t.fallback_path / JOURNAL_FILE).is_file()
@@ -233,18 +233,20 @@ def test_tracker_buffers_through_outage_and_flushes_in_order_when_server_returns
     assert got["metrics"] == {"fps": step, "loss": step}
     loss = _history(server.uri, run_id, "loss")
     assert [m.step for m in loss] == list(range(step)) and [m.value for m in loss] == list(map(float, range(step)))
-    assert got["artifacts"] == ["config/config.yaml", "model/weights.bin", "notes/outage.txt"]
+    assert got["artifacts"] == ["config/config.json", "model/weights.bin", "notes/outage.txt"]
     import mlflow
 
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/config.yaml",
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config/config.json",
                                                dst_path=str(tmp_path / "dl"), tracking_uri=server.uri)
-    assert Path(path).read_text() == "algo:\n  lr: 0.1\n"  # as log_dict writes it
+    assert json.loads(Path(path).read_text()) == {"algo": {"lr": 0.1}}  # as log_dict writes it
 
 
 @pytest.mark.slow
 def test_training_goes_on_through_outage_and_metrics_arrive_after_restart(server, tmp_path, capsys, monkeypatch):
     # MLflow's system-metrics thread samples and posts all through (RunConfig.system_metrics); the
-    # outage stops it, and neither it nor the run's end hangs on the dead server
+    # outage stops it, and neither it nor the run's end hangs on the dead server. Whether a sample
+    # reached the server before the outage depends on the machine's load, so it is not asserted
+    # here (tests/launch/test_tracking.py checks the samples arrive without an outage).
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
     experiment = "outage-train"
     events: dict = {}
@@ -273,7 +275,6 @@ def test_training_goes_on_through_outage_and_metrics_arrive_after_restart(server
     assert any(events["stopped_ms"] < m.timestamp < events["restarted_ms"] for m in env_steps)
     assert got["metrics"]["fps"] == got["metrics"]["updates"] == len(logged)
     assert got["metrics"]["final_eval_return"] == 1
-    assert got["metrics"]["system/cpu_utilization_percentage"] >= 1  # sampled before the outage at least
     assert not (tmp_path / "runs" / result.run_id / FALLBACK_FOLDER).exists()
 
 
