@@ -93,7 +93,8 @@ def two_nodes(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(args.rounds):
                 scheme.learner.step()
                 m = scheme.learner.pop_metrics()
-                sent, raw = sent + m["bytes_sent"], raw + m["bytes_raw"]
+                # a window without a collected round (only updates) has no byte counters
+                sent, raw = sent + m.get("bytes_sent", 0.0), raw + m.get("bytes_raw", 0.0)
             steps = scheme.learner.env_steps
     finally:
         ray.shutdown()
