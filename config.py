@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import math
 import operator
 import types
 import typing
 from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
-__all__ = ["Config", "ConfigError", "param", "to_flat_dict", "from_dict"]
+__all__ = ["Config", "ConfigError", "param", "to_flat_dict", "from_dict", "import_callable"]
 
 
 class ConfigError(ValueError):
@@ -210,3 +211,19 @@ def _coerce(value: Any, tp: Any) -> Any:
             if len(items) == len(value):
                 return tuple(_coerce(v, t) for v, t in zip(value, items, strict=True))
     return value
+
+
+def import_callable(field: str, path: str, what: str) -> Any:
+    """The callable a ``"package.module:attr.attr"`` field names (imported in the process that asks:
+    a Ray worker too, as picklable as the string); a :class:`ConfigError` naming ``field`` if it does
+    not import or is not callable (``what`` says what it should be)."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(field, path, f"an importable 'package.module:function' ({error})") from error
+    if not callable(target):
+        raise ConfigError(field, path, what)
+    return target

@@ -32,7 +32,6 @@ overwritten ones simply leave the index. The sort is O(M log M) once per round t
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from colonyrl.config import Config, ConfigError, param
+from colonyrl.config import Config, ConfigError, import_callable, param
 
 __all__ = ["HERConfig", "EpisodeTracker", "EpisodeIndex", "relabel"]
 
@@ -99,21 +98,10 @@ class HERConfig(Config):
 
     def functions(self) -> tuple[GoalFn, GoalFn | None]:
         """``(reward_fn, terminated_fn)`` imported."""
-        terminated = None if self.terminated_fn is None else _resolve("HERConfig.terminated_fn", self.terminated_fn)
-        return _resolve("HERConfig.reward_fn", self.reward_fn), terminated
-
-
-def _resolve(where: str, path: str) -> GoalFn:
-    module_name, _, attribute = path.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(where, path, f"an importable 'package.module:function' ({error})") from error
-    if not callable(target):
-        raise ConfigError(where, path, "a callable (achieved_goal, desired_goal, info) -> array")
-    return target
+        what = "a callable (achieved_goal, desired_goal, info) -> array"
+        terminated = (None if self.terminated_fn is None
+                      else import_callable("HERConfig.terminated_fn", self.terminated_fn, what))
+        return import_callable("HERConfig.reward_fn", self.reward_fn, what), terminated
 
 
 class EpisodeTracker:

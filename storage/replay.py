@@ -26,7 +26,6 @@ round stopped early does not pile up a backlog either.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import re
@@ -39,7 +38,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from colonyrl.config import Config, ConfigError, param
+from colonyrl.config import Config, ConfigError, import_callable, param
 from colonyrl.storage.her import EpisodeIndex, EpisodeTracker, HERConfig, relabel
 from colonyrl.storage.layout import (
     Layout,
@@ -128,22 +127,9 @@ class ReplayConfig(Config):
     def build(self, observation_space: gym.Space, action_space: gym.Space, num_envs: int,
               extras: Mapping[str, tuple] | None = None) -> ReplayMemory:
         """A memory for ``num_envs`` sub-envs with these *single-env* spaces (extras: name -> ExtraSpec)."""
-        preprocessor = None if self.sample_preprocessor is None else _resolve(self.sample_preprocessor)
+        preprocessor = None if self.sample_preprocessor is None else import_callable(
+            "ReplayConfig.sample_preprocessor", self.sample_preprocessor, "a callable ReplayBatch -> ReplayBatch")
         return ReplayMemory(self, observation_space, action_space, num_envs, extras or {}, preprocessor)
-
-
-def _resolve(path: str) -> Callable[[ReplayBatch], ReplayBatch]:
-    module_name, _, attribute = path.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError("ReplayConfig.sample_preprocessor", path,
-                          f"an importable 'package.module:function' ({error})") from error
-    if not callable(target):
-        raise ConfigError("ReplayConfig.sample_preprocessor", path, "a callable ReplayBatch -> ReplayBatch")
-    return target
 
 
 class ReplayBatch(NamedTuple):
