@@ -100,6 +100,10 @@ class Learner:
         self.version = 0
         self.env_steps = 0
         self.num_updates = 0
+        #: Gradients computed by the GWorkers (packets with samples) since this Learner was built: with
+        #: sync gradients an update may hold an idle GWorker's empty packet, so updates x GWorkers
+        #: overcounts them (the update-to-data cap is per gradient step).
+        self.gradient_steps = 0
         self.num_episodes = 0
         self.totals = dict.fromkeys(_COUNTS, 0)
         self.metrics = Metrics()
@@ -167,6 +171,7 @@ class Learner:
             self.worker_figures.add({**{k: v for k, v in p.info.items() if k.startswith(_FIGURES)},
                                      f"env_steps/{p.worker}": p.env_steps, f"gradient_bytes/{p.worker}": grad_bytes})
             if p.num_samples:  # an idle GWorker (waiting for the others to end a round) has no lag
+                self.gradient_steps += 1
                 staleness = self.version - p.weights_version
                 self.metrics.add({"policy_lag": self.version - p.data_version, "gradient_staleness": staleness,
                                   f"gradient_staleness/{p.worker}": staleness})
