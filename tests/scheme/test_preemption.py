@@ -33,16 +33,26 @@ def test_round_ends_at_the_fraction_and_the_stragglers_partial_rollout_is_used(r
         cworkers = scheme.learner.gworkers.workers[0].cworkers
         weights = Weights(0, scheme.learner.algo.get_weights())
         cworkers.collect(weights, 2)  # warm-up: actors started, code imported
+        # The reference is a full round measured here, under this machine's load at this time: an
+        # absolute bound (2 x 64 x 3 ms) failed on a loaded CI machine whose Ray overhead alone
+        # exceeded it, although the straggler was preempted.
+        full = []
+        for _ in range(2):
+            start = time.perf_counter()
+            cworkers.collect(weights, 2)
+            full.append(time.perf_counter() - start)
+        preempted = []
         for _ in range(3):
             start = time.perf_counter()
             rollouts = {r.worker: r for r in cworkers.collect(weights, quorum=1, min_fraction=0.25)}
-            elapsed = time.perf_counter() - start
+            preempted.append(time.perf_counter() - start)
             fast, slow = rollouts["g0.c0"], rollouts["g0.c1"]
             assert fast.data["rewards"].shape[0] == STEPS and fast.info["preempted"] == 0.0
             t_slow = slow.data["rewards"].shape[0]
             assert STEPS // 4 <= t_slow < STEPS and slow.info["preempted"] == 1.0  # partial, at least 25 %
             assert slow.data["values"].shape[0] == t_slow + 1  # bootstrapped like a full rollout
-            assert elapsed < 0.9 * (2 * STEPS * 0.003)  # did not wait for the full straggler rollout
+        # did not wait for the full straggler rollout (the fastest of each, to damp the load's noise)
+        assert min(preempted) < 0.8 * min(full), (preempted, full)
         assert cworkers.stats()["preemptions"] == 3  # one per preempted round (not the warm-up)
 
 

@@ -282,12 +282,12 @@ def test_test_env_and_storage_replacements_reach_every_remote_worker_and_take_ef
 
 @pytest.mark.ray
 def test_a_parameter_change_does_not_wait_for_rollouts_in_flight(ray_local) -> None:
-    """Async collection keeps every CWorker busy collecting (here >= 1.6 s per rollout of a slow env).
+    """Async collection keeps every CWorker busy collecting (here >= 3.2 s per rollout of a slow env).
     A change of lr (a schedule makes one per round) goes to the GWorker only: it returns at once
     instead of queueing behind the rollouts in flight."""
     import time
 
-    slow = COMPONENTS.env.replace(step_delay_s=0.05)  # 2 envs x 16 steps x 50 ms: >= 1.6 s a rollout
+    slow = COMPONENTS.env.replace(step_delay_s=0.1)  # 2 envs x 16 steps x 100 ms: >= 3.2 s a rollout
     cfg = SchemeConfig(num_col_workers=2, collection="async", col_worker_resources=SMALL, worker_timeout_s=60.0)
     with Scheme(cfg, dataclasses.replace(COMPONENTS, env=slow)) as scheme:
         learner = scheme.learner
@@ -296,7 +296,7 @@ def test_a_parameter_change_does_not_wait_for_rollouts_in_flight(ray_local) -> N
         change = learner.update_algorithm_parameter("lr", 2e-4)
         elapsed = time.perf_counter() - start
         assert change.workers == ("g0",)
-        assert elapsed < 0.5, f"the change waited {elapsed:.2f} s"
+        assert elapsed < 1.5, f"the change waited {elapsed:.2f} s"  # a queued change would wait >= 3 s
         learner.step()  # and training goes on with it
         assert [g["lr"] for g in learner.algo.optimizer.param_groups] == [2e-4]
 
