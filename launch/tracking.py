@@ -23,13 +23,14 @@ import posixpath
 import re
 import shutil
 import sys
-import threading
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from colonyrl.launch.system_metrics import SystemMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -56,8 +57,6 @@ NONFINITE_METRIC = "nonfinite_metric_values"
 FLOAT_MAX = sys.float_info.max
 FALLBACK_FOLDER = "mlflow-fallback"  # in <fallback_dir>/<run id>/
 JOURNAL_FILE = "journal.jsonl"
-#: The longest the run's end waits for the system-metrics thread's last sample.
-SYSTEM_METRICS_STOP_S = 10.0
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -222,11 +221,11 @@ class Tracker:
         self.outages = 0
         self.fallback_written: Path | None = None  # the journal's folder, if end() left it
         self._client: MlflowClient | None = None
-        self._buffer: list[Record] = []  # metric records, not yet sent or journaled
+        self._buffer: list[Record] = []  # records not yet sent or journaled
         self._journal: _Journal | None = None
         self._down_since: float | None = None
         self._next_retry, self._retry_delay = 0.0, retry_min_s
-        self._monitor: Any = None  # MLflow's SystemMetricsMonitor
+        self._monitor: SystemMetrics | None = None
 
     @property
     def server_down(self) -> bool:
@@ -236,7 +235,8 @@ class Tracker:
     @property
     def pending(self) -> int:
         """Metric points the server has not taken yet, in memory or journaled."""
-        return len(self._buffer) + (self._journal.todo["metric"] if self._journal else 0)
+        buffered = sum(r["kind"] == "metric" for r in self._buffer)
+        return buffered + (self._journal.todo["metric"] if self._journal else 0)
 
     @property
     def pending_artifacts(self) -> int:
@@ -273,12 +273,8 @@ class Tracker:
         header = {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.tracking_uri}
         self._journal = _Journal(base / name, header)
         self.active = True
-        if self.system_metrics:  # the thread mlflow.start_run(log_system_metrics=True) starts: CPU, memory,
-            # disk, network, GPU where pynvml is installed; it posts to the server itself, not through the journal
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-            self._monitor = SystemMetricsMonitor(self.run_id, resume_logging=run_id is not None,
-                                                 tracking_uri=self.tracking_uri)
-            self._monitor.start()
+        if self.system_metrics:
+            self._monitor = SystemMetrics(str(self.run_id), self.tracking_uri, resume=run_id is not None)
         return self.run_id
 
     def _start(self, client: MlflowClient, params: Mapping[str, Any], tags: Mapping[str, str] | None,
@@ -342,8 +338,8 @@ class Tracker:
             self._journal_buffer()
 
     def flush(self) -> None:
-        """Send the buffered points; while the server is down, journal them and, when the backoff
-        allows, retry by replaying the journal. Other errors raise, the unsent points kept."""
+        """Send the buffered records; while the server is down, journal them and, when the backoff
+        allows, retry by replaying the journal. Other errors raise, the unsent records kept."""
         if not self.enabled or self._journal is None:
             return
         if self._down_since is None and self._buffer:
@@ -365,10 +361,8 @@ class Tracker:
             raise ValueError(f"status={status!r}: allowed one of FINISHED, FAILED, KILLED")
         if not self.enabled or not self.active:
             return
-        if self._monitor is not None:  # its last sample; MLflow's own retries could hold it for minutes
-            stopping = threading.Thread(target=self._monitor.finish, daemon=True)
-            stopping.start()
-            stopping.join(0.0 if self.server_down else SYSTEM_METRICS_STOP_S)
+        if self._monitor is not None:
+            self._monitor.stop(self.server_down)
             self._monitor = None
         self._next_retry = 0.0  # the last chance: no waiting for the backoff
         try:
@@ -384,20 +378,16 @@ class Tracker:
                           f"colonyrl tracking-import {self._journal.folder}", TrackingOutageWarning, stacklevel=3)
 
     def _write(self, rec: Record) -> None:
-        """Send an artifact or the end now, or journal it (after the buffered points) during an outage."""
-        journal = self._journal
-        if journal is None:
+        """Send an artifact or the end now, after the buffered points, or journal them during an outage."""
+        if self._journal is None:
             raise RuntimeError("Tracker: start() a run before logging artifacts")
-        if self._down_since is None or not self.active:  # after end(), errors raise
-            error = _call(lambda: _send(self._connect(), str(self.run_id), [rec], journal.folder, lambda _: None))
-            if error is None:
-                return
-            if not self.active:
-                raise error
-            self._went_down(error)
-        self._journal_buffer()
-        journal.add([rec])
-        self.flush()  # a retry, if one is due
+        self._buffer.append(rec)
+        if self.active:
+            return self.flush()
+        error = _call(lambda: _send(self._connect(), str(self.run_id), self._buffer[:], Path(), self._sent))
+        if error is not None:  # after end() nothing is journaled: the caller hears of it
+            del self._buffer[-1]
+            raise error
 
     def _journal_buffer(self) -> None:
         if self._buffer and self._journal is not None:
