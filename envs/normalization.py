@@ -21,6 +21,12 @@ workers, in any grouping, gives the statistics of the pooled data (tests/envs/te
 Statistics start empty (count 0, mean 0, var 1): SB3 starts its count at 1e-4 to avoid a division
 by zero, a prior that an exact merge would count once per worker.
 
+A Dict observation is normalized per key, as SB3 does (``norm_obs_keys``; one ``RunningMeanStd``
+per key, each key's statistics merged on their own): the keys ``NormalizeConfig.obs_keys`` names,
+by default every Box of floats. The other keys pass untouched, uint8 ones always: SB3 would
+normalize an image key and make its space float32, so that its policies' image preprocessing
+refuses it (SB3 GH #1214); here the Nature CNN and the storage take images as uint8.
+
 Pure numpy (torch only for checkpoint tensors, imported when asked): no Ray, no scheme import.
 """
 
@@ -30,12 +36,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import gymnasium as gym
 import numpy as np
 
-from colonyrl.config import Config, param
+from colonyrl.config import Config, ConfigError, param
 
 __all__ = ["NormalizeConfig", "RunningMeanStd", "Statistics", "ObsNormalizer", "Normalizer", "normalize_obs",
-           "normalize_reward"]
+           "normalize_reward", "obs_shapes", "empty_obs_statistics", "copy_obs_statistics"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,8 +51,11 @@ class NormalizeConfig(Config):
     default. The statistics are shared by every worker, kept in checkpoints, frozen in evaluation
     and baked into the exported policy (observations only: rewards do not reach a policy)."""
 
-    #: Normalize observations (a Box of floats) by their running mean and variance.
+    #: Normalize observations (a Box of floats, or a Dict's keys) by their running mean and variance.
     obs: bool = False
+    #: A Dict observation's keys to normalize (SB3's ``norm_obs_keys``), each a Box of floats;
+    #: None: every Box of floats of the Dict. Only with ``obs`` and a Dict observation space.
+    obs_keys: tuple[str, ...] | None = None
     #: Scale rewards by the running std of the discounted return.
     reward: bool = False
     clip_obs: float = param(10.0, gt=0.0)
@@ -57,6 +67,14 @@ class NormalizeConfig(Config):
     @property
     def enabled(self) -> bool:
         return self.obs or self.reward
+
+    def _check(self) -> None:
+        keys = self.obs_keys
+        if keys is not None and not self.obs:
+            raise ConfigError("NormalizeConfig.obs_keys", keys, "None unless obs is True (it names the Dict keys "
+                                                                "observation normalization normalizes)")
+        if keys is not None and (not keys or len(set(keys)) < len(keys) or not all(keys)):
+            raise ConfigError("NormalizeConfig.obs_keys", keys, "None or a non-empty tuple of distinct, non-empty keys")
 
 
 class RunningMeanStd:
@@ -116,6 +134,81 @@ class RunningMeanStd:
         return f"RunningMeanStd(count={self.count:g}, mean={self.mean}, var={self.var})"
 
 
+#: The observation statistics: one for a Box, one per normalized key for a Dict observation.
+ObsStatistics = RunningMeanStd | dict[str, RunningMeanStd]
+#: What is normalized: a Box's shape, or the shape of each normalized key of a Dict.
+ObsShapes = tuple[int, ...] | dict[str, tuple[int, ...]]
+
+
+def obs_shapes(space: gym.Space, config: NormalizeConfig) -> ObsShapes | None:
+    """What ``config`` normalizes in observations of ``space`` (None when it does not). Called when
+    the spaces are read, before any worker starts, so a space it cannot normalize (SB3's
+    ``VecNormalize._sanity_checks``) is a ConfigError naming the field then."""
+    if not config.obs:
+        return None
+    if isinstance(space, gym.spaces.Dict):
+        floats = [key for key, sub in space.spaces.items() if _is_float_box(sub)]
+        keys = config.obs_keys
+        if keys is None and not floats:
+            raise ConfigError("EnvConfig.normalize.obs", True, f"False for a Dict observation without a Box of floats "
+                                                               f"(this env's: {space})")
+        for key in keys or ():
+            if key not in floats:
+                raise ConfigError("EnvConfig.normalize.obs_keys", keys,
+                                  f"None or keys of this env's Dict observation that are a Box of floats: {floats} "
+                                  f"({key!r} is {'not a key' if key not in space.spaces else space[key]}; uint8 "
+                                  "images are never normalized)")
+        return {key: tuple(space[key].shape) for key in floats if keys is None or key in keys}
+    if config.obs_keys is not None:
+        raise ConfigError("EnvConfig.normalize.obs_keys", config.obs_keys,
+                          f"None for an observation space that is not a Dict (this env's: {space})")
+    if not _is_float_box(space):
+        raise ConfigError("EnvConfig.normalize.obs", True,
+                          f"False for observations that are not a Box of floats or a Dict with one (this env's: {space})")
+    return tuple(space.shape)
+
+
+def _is_float_box(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)
+
+
+def empty_obs_statistics(shapes: ObsShapes) -> ObsStatistics:
+    """Empty statistics of ``shapes`` (:func:`obs_shapes`)."""
+    if isinstance(shapes, dict):
+        return {key: RunningMeanStd(shape) for key, shape in shapes.items()}
+    return RunningMeanStd(shapes)
+
+
+def copy_obs_statistics(obs: ObsStatistics) -> ObsStatistics:
+    return {key: rms.copy() for key, rms in obs.items()} if isinstance(obs, dict) else obs.copy()
+
+
+def _merge_obs(into: ObsStatistics, other: ObsStatistics) -> None:
+    """``other`` merged into ``into``, key by key for a Dict (each key exactly, as one Box)."""
+    if isinstance(into, dict) != isinstance(other, dict) or (isinstance(into, dict) and into.keys() != other.keys()):
+        raise ValueError(f"observation statistics of different layouts: {into} and {other}")
+    if isinstance(into, dict):
+        for key, rms in into.items():
+            rms.merge(other[key])  # type: ignore[index]
+    else:
+        into.merge(other)  # type: ignore[arg-type]
+
+
+def _obs_state(obs: ObsStatistics | None, name: str) -> dict[str, Any]:
+    """``{name: Box state}``, or ``{name + "_keys": {key: state}}`` for a Dict (so a Box checkpoint
+    of before Dict observations reads the same)."""
+    if isinstance(obs, dict):
+        return {f"{name}_keys": {key: rms.state_dict() for key, rms in obs.items()}}
+    return {name: None if obs is None else obs.state_dict()}
+
+
+def _obs_from_state(state: dict[str, Any], name: str) -> ObsStatistics | None:
+    keys = state.get(f"{name}_keys")
+    if keys is not None:
+        return {key: RunningMeanStd.from_state(s) for key, s in keys.items()}
+    return None if state.get(name) is None else RunningMeanStd.from_state(state[name])
+
+
 class Statistics(NamedTuple):
     """The observation and discounted-return statistics (None where that normalization is off).
 
@@ -125,7 +218,7 @@ class Statistics(NamedTuple):
     :meth:`combine` returns new statistics and never changes its inputs.
     """
 
-    obs: RunningMeanStd | None
+    obs: ObsStatistics | None
     ret: RunningMeanStd | None
 
     @staticmethod
@@ -134,34 +227,35 @@ class Statistics(NamedTuple):
         live = [p for p in parts if p is not None]
         if not live:
             return None
-        return Statistics(_merged(p.obs for p in live), _merged(p.ret for p in live))
+        return Statistics(_merged(p.obs for p in live), _merged(p.ret for p in live))  # type: ignore[arg-type]
 
     @property
     def count(self) -> float:
         """Observations counted (returns, without obs normalization)."""
         rms = self.obs if self.obs is not None else self.ret
+        if isinstance(rms, dict):  # every key counts every observation
+            rms = next(iter(rms.values()))
         return 0.0 if rms is None else rms.count
 
     def state_dict(self) -> dict[str, Any]:
-        return {"obs": None if self.obs is None else self.obs.state_dict(),
-                "ret": None if self.ret is None else self.ret.state_dict()}
+        return {**_obs_state(self.obs, "obs"), **_obs_state(self.ret, "ret")}
 
     @staticmethod
     def from_state(state: dict[str, Any] | None) -> Statistics | None:
         if state is None:
             return None
-        return Statistics(*(None if state.get(k) is None else RunningMeanStd.from_state(state[k]) for k in ("obs", "ret")))
+        return Statistics(_obs_from_state(state, "obs"), _obs_from_state(state, "ret"))  # type: ignore[arg-type]
 
 
-def _merged(parts: Iterable[RunningMeanStd | None]) -> RunningMeanStd | None:
+def _merged(parts: Iterable[ObsStatistics | None]) -> ObsStatistics | None:
     out = None
     for rms in parts:
         if rms is None:
             continue
         if out is None:
-            out = rms.copy()
+            out = copy_obs_statistics(rms)
         else:
-            out.merge(rms)
+            _merge_obs(out, rms)
     return out
 
 
@@ -169,6 +263,22 @@ def normalize_obs(obs: np.ndarray, rms: RunningMeanStd, clip: float, epsilon: fl
     """SB3's ``VecNormalize._normalize_obs``, in float64, returned in the observation's float dtype."""
     out = np.clip((obs - rms.mean) / np.sqrt(rms.var + epsilon), -clip, clip)
     return out.astype(obs.dtype if obs.dtype.kind == "f" else np.float32, copy=False)
+
+
+def normalize_obs_tree(obs: Any, rms: ObsStatistics, clip: float, epsilon: float) -> Any:
+    """:func:`normalize_obs` of a Box observation, or of a Dict's normalized keys (the others as
+    they are: SB3's ``VecNormalize.normalize_obs`` with ``norm_obs_keys``)."""
+    if isinstance(rms, dict):
+        return {key: normalize_obs(np.asarray(value), rms[key], clip, epsilon) if key in rms else value
+                for key, value in obs.items()}
+    return normalize_obs(np.asarray(obs), rms, clip, epsilon)
+
+
+def _update_obs(rms: ObsStatistics, obs: Any, rows: np.ndarray | None) -> None:
+    """Count the observations ``obs[rows]`` (all if None), per key for a Dict."""
+    for key, part in rms.items() if isinstance(rms, dict) else ((None, rms),):
+        x = obs if key is None else obs[key]
+        part.update(x if rows is None else x[rows])
 
 
 def normalize_reward(reward: np.ndarray, rms: RunningMeanStd, clip: float, epsilon: float) -> np.ndarray:
@@ -179,12 +289,22 @@ def normalize_reward(reward: np.ndarray, rms: RunningMeanStd, clip: float, epsil
 class ObsNormalizer(NamedTuple):
     """Frozen observation normalization (evaluation, the exported policy)."""
 
-    rms: RunningMeanStd
+    rms: ObsStatistics
     clip: float
     epsilon: float
 
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return normalize_obs(np.asarray(obs), self.rms, self.clip, self.epsilon)
+    def __call__(self, obs: Any) -> Any:
+        return normalize_obs_tree(obs, self.rms, self.clip, self.epsilon)
+
+    def state_dict(self) -> dict[str, Any]:
+        """For a model file (``rms``, or ``rms_keys`` for a Dict, with clip and epsilon)."""
+        return {**_obs_state(self.rms, "rms"), "clip": float(self.clip), "epsilon": float(self.epsilon)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ObsNormalizer:
+        rms = _obs_from_state(state, "rms")
+        assert rms is not None
+        return cls(rms, state["clip"], state["epsilon"])
 
 
 class Normalizer:
@@ -198,15 +318,15 @@ class Normalizer:
     continues with, and the return after every real step.
     """
 
-    def __init__(self, config: NormalizeConfig, obs_shape: tuple[int, ...], num_envs: int) -> None:
+    def __init__(self, config: NormalizeConfig, obs_shape: ObsShapes, num_envs: int) -> None:
         self.config = config
-        self.obs_shape = tuple(obs_shape)
+        self.obs_shape = dict(obs_shape) if isinstance(obs_shape, dict) else tuple(obs_shape)  # :func:`obs_shapes`
         self.statistics = self._empty()
         self.delta = self._empty()
         self.returns = np.zeros(num_envs, np.float64)
 
     def _empty(self) -> Statistics:
-        return Statistics(RunningMeanStd(self.obs_shape) if self.config.obs else None,
+        return Statistics(empty_obs_statistics(self.obs_shape) if self.config.obs else None,
                           RunningMeanStd(()) if self.config.reward else None)
 
     def set_statistics(self, statistics: Statistics | None) -> None:
@@ -214,22 +334,23 @@ class Normalizer:
         if statistics is not None:
             self.statistics = statistics
 
-    def observation(self, obs: np.ndarray, count: np.ndarray | None = None) -> np.ndarray:
-        """``obs [num_envs, *shape]`` normalized; the sub-envs where ``count`` is True (all if None)
-        are added to the delta. Unchanged when observations are not normalized."""
+    def observation(self, obs: Any, count: np.ndarray | None = None) -> Any:
+        """``obs [num_envs, *shape]`` (a dict of them for a Dict) normalized; the sub-envs where
+        ``count`` is True (all if None) are added to the delta. Unchanged when observations are not
+        normalized."""
         if not self.config.obs:
             return obs
         assert self.delta.obs is not None and self.statistics.obs is not None
-        self.delta.obs.update(obs if count is None else obs[count])
-        return normalize_obs(obs, self.statistics.obs, self.config.clip_obs, self.config.epsilon)
+        _update_obs(self.delta.obs, obs, count)
+        return normalize_obs_tree(obs, self.statistics.obs, self.config.clip_obs, self.config.epsilon)
 
-    def frozen_observation(self, obs: np.ndarray) -> np.ndarray:
+    def frozen_observation(self, obs: Any) -> Any:
         """``obs`` normalized without counting it (the observation a rollout bootstraps from: the
         next rollout's first, counted then)."""
         if not self.config.obs:
             return obs
         assert self.statistics.obs is not None
-        return normalize_obs(obs, self.statistics.obs, self.config.clip_obs, self.config.epsilon)
+        return normalize_obs_tree(obs, self.statistics.obs, self.config.clip_obs, self.config.epsilon)
 
     def reward(self, reward: np.ndarray, done: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``reward [num_envs]`` scaled; the discounted return of every ``valid`` sub-env goes into

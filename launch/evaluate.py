@@ -33,7 +33,7 @@ import torch
 from colonyrl.agents.base import Algorithm, Policy, cpu_policy, initial_state
 from colonyrl.agents.networks import export_module
 from colonyrl.envs.factory import EnvConfig
-from colonyrl.envs.normalization import ObsNormalizer, RunningMeanStd
+from colonyrl.envs.normalization import ObsNormalizer, copy_obs_statistics, empty_obs_statistics, obs_shapes
 
 __all__ = ["ModelFileError", "EvalResult", "evaluate", "save_model", "load_model", "MODEL_FORMAT", "EVAL_WORKER_INDEX",
            "FINAL_EVAL_WORKER_INDEX", "NormalizedPolicy", "NormalizedExport", "learner_obs_normalizer"]
@@ -107,8 +107,7 @@ def save_model(folder: str | os.PathLike[str], algo: Algorithm, config: Any, cou
     }
     module = cpu_policy(algo.policy).export_module()  # policy.pt2 runs on the CPU, whatever the Learner's device
     if obs_normalizer is not None:
-        state["normalizer"] = {"rms": obs_normalizer.rms.state_dict(), "clip": float(obs_normalizer.clip),
-                               "epsilon": float(obs_normalizer.epsilon)}
+        state["normalizer"] = obs_normalizer.state_dict()  # "rms" (a Dict: "rms_keys"), clip, epsilon
         module = NormalizedExport.of(module, obs_normalizer)
     _atomic(folder / "model.pt", lambda p: torch.save(state, p))
     space = config.components().spaces().observation
@@ -186,8 +185,7 @@ def _load_file(file: Path) -> tuple[Policy, Any, dict[str, int]]:
     policy.set_weights({k: v.numpy() for k, v in state["state_dict"].items()})
     saved = state.get("normalizer")
     if saved is not None:  # trained on normalized observations: act on raw ones through them
-        policy = NormalizedPolicy(policy, ObsNormalizer(RunningMeanStd.from_state(saved["rms"]), saved["clip"],
-                                                        saved["epsilon"]))
+        policy = NormalizedPolicy(policy, ObsNormalizer.from_state(saved))
     return policy, config, state.get("counters", {})
 
 
@@ -199,9 +197,11 @@ def learner_obs_normalizer(learner: Any) -> ObsNormalizer | None:
     if not config.obs:
         return None
     stats = learner.normalizer
-    rms = stats.obs if stats is not None and stats.obs is not None else \
-        RunningMeanStd(tuple(learner.components.spaces().observation.shape))
-    return ObsNormalizer(rms.copy(), config.clip_obs, config.epsilon)
+    if stats is not None and stats.obs is not None:
+        return ObsNormalizer(copy_obs_statistics(stats.obs), config.clip_obs, config.epsilon)
+    shapes = obs_shapes(learner.components.spaces().observation, config)
+    assert shapes is not None
+    return ObsNormalizer(empty_obs_statistics(shapes), config.clip_obs, config.epsilon)
 
 
 class NormalizedPolicy:
@@ -229,13 +229,21 @@ class NormalizedPolicy:
 class NormalizedExport(torch.nn.Module):
     """``obs -> policy(normalized obs)`` for ``torch.export``: the frozen statistics in front of an
     exported policy, computed in float64 as the CWorkers' numpy (envs/normalization.py
-    ``normalize_obs``), so plain torch on raw observations gives the actions the framework gives."""
+    ``normalize_obs``), so plain torch on raw observations gives the actions the framework gives.
+    A Dict observation (a dict of tensors) has its normalized keys' statistics; its other keys
+    reach the policy as they are."""
 
     def __init__(self, module: torch.nn.Module, normalizer: ObsNormalizer) -> None:
         super().__init__()
         self.policy = module
-        self.register_buffer("mean", torch.from_numpy(normalizer.rms.mean.copy()))
-        self.register_buffer("std", torch.from_numpy(np.sqrt(normalizer.rms.var + normalizer.epsilon)))
+        stats = normalizer.rms
+        #: A Dict's normalized keys, in order (None: one tensor); their buffers are numbered, as a
+        #: key need not be a valid buffer name.
+        self.keys = list(stats) if isinstance(stats, dict) else None
+        for i, rms in enumerate(stats.values() if isinstance(stats, dict) else (stats,)):
+            suffix = "" if self.keys is None else f"_{i}"
+            self.register_buffer(f"mean{suffix}", torch.from_numpy(rms.mean.copy()))
+            self.register_buffer(f"std{suffix}", torch.from_numpy(np.sqrt(rms.var + normalizer.epsilon)))
         self.clip = float(normalizer.clip)
 
     @staticmethod
@@ -244,11 +252,19 @@ class NormalizedExport(torch.nn.Module):
         return (_NormalizedStatefulExport if getattr(module, "state_shape", None) is not None
                 else NormalizedExport)(module, normalizer)
 
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        x = ((obs.to(torch.float64) - self.mean) / self.std).clamp(-self.clip, self.clip)
+    def normalize(self, obs: Any) -> Any:
+        if self.keys is None:
+            return self._scaled(obs, self.mean, self.std)
+        out = dict(obs)
+        for i, key in enumerate(self.keys):
+            out[key] = self._scaled(obs[key], getattr(self, f"mean_{i}"), getattr(self, f"std_{i}"))
+        return out
+
+    def _scaled(self, obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        x = ((obs.to(torch.float64) - mean) / std).clamp(-self.clip, self.clip)
         return x.to(obs.dtype if obs.is_floating_point() else torch.float32)
 
-    def forward(self, obs: torch.Tensor) -> Any:
+    def forward(self, obs: Any) -> Any:
         return self.policy(self.normalize(obs))
 
 
@@ -259,7 +275,7 @@ class _NormalizedStatefulExport(NormalizedExport):
         super().__init__(module, normalizer)
         self.state_shape = tuple(module.state_shape)
 
-    def forward(self, obs: torch.Tensor, state: torch.Tensor) -> Any:  # type: ignore[override]
+    def forward(self, obs: Any, state: torch.Tensor) -> Any:  # type: ignore[override]
         return self.policy(self.normalize(obs), state)
 
 

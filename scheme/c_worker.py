@@ -16,7 +16,7 @@ import torch
 
 from colonyrl.agents.base import initial_state
 from colonyrl.envs.factory import episode_stats
-from colonyrl.envs.normalization import Normalizer
+from colonyrl.envs.normalization import Normalizer, obs_shapes
 from colonyrl.envs.snapshot import restore, snapshot
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, Rollout, Weights
@@ -91,7 +91,7 @@ class CWorker:
         config = self.components.env.normalize
         if not config.enabled:
             return None
-        return Normalizer(config, tuple(self.spaces.observation.shape or ()), self.num_envs)
+        return Normalizer(config, obs_shapes(self.spaces.observation, config) or (), self.num_envs)
 
     def set_weights(self, weights: Weights) -> int:
         if self.normalizer is not None:

@@ -12,11 +12,11 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
-import numpy as np
 
 from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.config import ConfigError
 from colonyrl.envs.factory import EnvConfig
+from colonyrl.envs.normalization import obs_shapes
 
 if TYPE_CHECKING:
     from colonyrl.agents.base import Algorithm, AlgorithmConfig, Policy
@@ -58,10 +58,14 @@ class Components:
         any worker starts, so a wrapper that does not fit the env, or observation normalization
         on observations it cannot normalize, is a ConfigError then."""
         observation, action = self.env.spaces()
-        if self.env.normalize.obs and not (isinstance(observation, gym.spaces.Box)
-                                           and np.issubdtype(observation.dtype, np.floating)):
-            raise ConfigError("EnvConfig.normalize.obs", True,
-                              f"False for observations that are not a Box of floats (this env's: {observation})")
+        normalized = obs_shapes(observation, self.env.normalize)  # a Box of floats, or a Dict's keys
+        her = getattr(self.storage, "her", None)
+        goals = [] if her is None else [her.achieved_goal_key, her.desired_goal_key]
+        if isinstance(normalized, dict) and set(goals) & set(normalized):
+            # HER recomputes rewards from the goals it stores, which must be raw (SB3's HerReplayBuffer
+            # stores raw observations and normalizes what it samples); storage here keeps normalized ones
+            raise ConfigError("EnvConfig.normalize.obs_keys", self.env.normalize.obs_keys,
+                              f"keys other than HER's goal keys {goals} (normalized now: {sorted(normalized)})")
         check_storage = getattr(self.storage, "check_spaces", None)  # e.g. HER needs a goal Dict
         if check_storage is not None:
             check_storage(observation, action)
