@@ -9,6 +9,8 @@ Rows (issue 11's benchmark; target: colonyrl >= 50 % of the reference rate):
 * ``ray xk`` (k = ``--counts``, 1 and 2 by default): a CWorkerSet of k Ray actors, N/k envs each
   (the same total N), its rollouts fetched into this process as a GWorker does (sync rounds,
   ``collection_throughput.measure``).
+* ``..., double-buffered``: the same with ``EnvConfig(double_buffered=True)`` (envs/split.py): each
+  CWorker's envs in two halves, one emulating in ale-py's threads while the CNN acts for the other.
 
 Every CWorker acts with the ppo-atari-pong preset's Nature CNN (fixed initial weights, one torch
 thread) and ``EnvConfig(vectorization="ale")`` (``--ale-threads`` ale-py threads per CWorker), and
@@ -68,12 +70,13 @@ def reference_rate(num_envs: int, warmup_s: float, window_s: float) -> dict[str,
     return {"env_steps": steps, "seconds": seconds, "fps": steps / seconds}
 
 
-def components_for(num_envs: int, args: argparse.Namespace) -> Any:
+def components_for(num_envs: int, args: argparse.Namespace, double_buffered: bool = False) -> Any:
     """The ppo-atari-pong preset's components with ``num_envs`` envs and ``--steps``-step rollouts."""
     from colonyrl.launch.scripts.ppo_atari_pong import SCHEME
 
     base = SCHEME.components()
-    env = base.env.replace(num_envs=num_envs, atari=base.env.atari.replace(num_threads=args.ale_threads))
+    env = base.env.replace(num_envs=num_envs, atari=base.env.atari.replace(num_threads=args.ale_threads),
+                           double_buffered=double_buffered)
     return dataclasses.replace(base, env=env, storage=base.storage.replace(num_steps=args.steps), seed=args.seed)
 
 
@@ -93,13 +96,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     init_process()
     noise = common.Noise()
     rows = _rows("ale-py", lambda: reference_rate(args.num_envs, args.warmup, args.window), args.repeats)
-    components = components_for(args.num_envs, args)
-    weights = initial_weights(components)
-    local = CWorkerSet(CWorkerSpec(0, 1, False), components)
-    try:
-        rows += _rows("in-process", lambda: measure(local, weights, "sync", args.warmup, args.window), args.repeats)
-    finally:
-        local.close()
+    weights = initial_weights(components_for(args.num_envs, args))
+    for db in _buffering(args):
+        local = CWorkerSet(CWorkerSpec(0, 1, False), components_for(args.num_envs, args, db))
+        try:
+            rows += _rows(_label("in-process", db), lambda c=local: measure(c, weights, "sync", args.warmup,
+                                                                             args.window), args.repeats)
+        finally:
+            local.close()
     if args.counts:
         rows += _ray_rows(args, weights)
     ref = statistics.median(r["fps"] for r in rows if r["row"] == "ale-py")
@@ -111,6 +115,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rows": rows, "summary": summary, "noise": noise.reading()}
 
 
+def _buffering(args: argparse.Namespace) -> list[bool]:
+    return [False, True] if args.double_buffered else [False]
+
+
+def _label(row: str, double_buffered: bool) -> str:
+    return f"{row}, double-buffered" if double_buffered else row
+
+
 def _ray_rows(args: argparse.Namespace, weights: dict[str, Any]) -> list[dict[str, Any]]:
     from colonyrl.scheme import remote
     from colonyrl.scheme.worker_set import CWorkerSet, CWorkerSpec
@@ -118,14 +130,14 @@ def _ray_rows(args: argparse.Namespace, weights: dict[str, Any]) -> list[dict[st
     owns = remote.ensure_ray(None, max(args.counts))
     rows: list[dict[str, Any]] = []
     try:
-        for k in args.counts:
+        for k, db in ((k, db) for k in args.counts for db in _buffering(args)):
             if args.num_envs % k:
                 raise SystemExit(f"--num-envs {args.num_envs} does not split over {k} CWorkers")
-            cworkers = CWorkerSet(CWorkerSpec(0, k, True, num_cpus=1), components_for(args.num_envs // k, args))
+            cworkers = CWorkerSet(CWorkerSpec(0, k, True, num_cpus=1), components_for(args.num_envs // k, args, db))
             try:
                 cworkers.ping()  # every actor built (env, first reset) before timing
-                rows += _rows(f"ray x{k}", lambda c=cworkers: measure(c, weights, "sync", args.warmup, args.window),
-                              args.repeats)
+                rows += _rows(_label(f"ray x{k}", db), lambda c=cworkers: measure(c, weights, "sync", args.warmup,
+                                                                                   args.window), args.repeats)
             finally:
                 cworkers.close()
     finally:
@@ -148,6 +160,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=128, help="rollout length per CWorker (the preset's)")
     p.add_argument("--counts", type=int, nargs="*", default=[1, 2], help="Ray CWorker counts")
     p.add_argument("--ale-threads", type=int, default=1, help="ale-py threads per CWorker (0: ale-py picks)")
+    p.add_argument("--no-double-buffered", dest="double_buffered", action="store_false",
+                   help="only the plain rows (default: each row also double-buffered)")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--window", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=3)

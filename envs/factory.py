@@ -45,6 +45,7 @@ from colonyrl.envs import wrappers as _wrappers  # registers colonyrl/... env id
 from colonyrl.envs.atari import AtariConfig
 from colonyrl.envs.normalization import NormalizeConfig
 from colonyrl.envs.snapshot import SubEnvState
+from colonyrl.envs.split import SplitVectorEnv
 
 __all__ = ["EnvConfig", "WrapperConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats",
            "check_json", "route_mujoco_warnings"]
@@ -252,9 +253,19 @@ class EnvConfig(Config):
     #: ale-py's preprocessing (frame skip, 84x84 grayscale, stack of 4, no-ops, FIRE, episodic life
     #: and reward clipping for training only); used with ``vectorization="ale"``.
     atari: AtariConfig = field(default_factory=AtariConfig)
+    #: Double-buffered sampling (envs/split.py; Sample Factory's ``worker_num_splits=2``): the
+    #: sub-envs in two halves, each stepping in a background thread while the policy acts for the
+    #: other. It pays where a step releases the GIL (ale-py, MuJoCo, ``async``); needs
+    #: ``num_envs >= 2``, a policy without recurrent state and no normalization.
+    double_buffered: bool = False
 
     def _check(self) -> None:
         name = type(self).__name__
+        if self.double_buffered and self.num_envs < 2:
+            raise ConfigError(f"{name}.num_envs", self.num_envs, ">= 2 with double_buffered=True (two halves of sub-envs)")
+        if self.double_buffered and self.normalize.enabled:
+            raise ConfigError(f"{name}.double_buffered", True, "False with EnvConfig.normalize on (the halves would "
+                              "need the normalizer's per-sub-env returns split)")
         check_json(f"{name}.kwargs", self.kwargs)
         if _atari.is_ale_id(self.id) or self.vectorization == "ale":
             self._check_ale()
@@ -340,6 +351,22 @@ class EnvConfig(Config):
         observations; a different worker index gives different ones.
         """
         cfg = self if num_envs is None else self.replace(num_envs=num_envs)
+        if cfg.double_buffered and cfg.num_envs >= 2:  # an evaluation env of one sub-env is not split
+            first = cfg.num_envs // 2
+            env: VectorEnv = SplitVectorEnv((cfg._vector(first, worker_index), cfg._vector(cfg.num_envs - first,
+                                                                                            worker_index)))
+        else:
+            env = cfg._vector(cfg.num_envs, worker_index)
+        try:
+            obs = reset_seeded(env, seed, worker_index)
+        except BaseException:
+            env.close()
+            raise
+        return EnvHandle(env, obs)
+
+    def _vector(self, num_envs: int, worker_index: int) -> VectorEnv:
+        """``num_envs`` sub-envs vectorized as :attr:`vectorization` says, with their episode statistics."""
+        cfg = self.replace(num_envs=num_envs, double_buffered=False)
         vec: VectorEnv
         if cfg.vectorization == "ale":
             vec = _atari.make_ale_vector(cfg.id, cfg.num_envs, dict(cfg.kwargs), cfg.max_episode_steps, cfg.atari)
@@ -352,13 +379,7 @@ class EnvConfig(Config):
         # The storage masks the step after an episode end; another mode would train on fake
         # transitions (https://gymnasium.farama.org/main/api/vector/autoreset/).
         assert vec.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP, vec.metadata
-        env = RecordEpisodeStatistics(vec)
-        try:
-            obs = reset_seeded(env, seed, worker_index)
-        except BaseException:
-            env.close()
-            raise
-        return EnvHandle(env, obs)
+        return RecordEpisodeStatistics(vec)
 
 
 def reset_seeded(env: VectorEnv, seed: int, worker_index: int) -> Any:

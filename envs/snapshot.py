@@ -37,6 +37,8 @@ import numpy as np
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AsyncVectorEnv
 
+from colonyrl.envs.split import SplitVectorEnv
+
 __all__ = ["snapshot", "restore", "RestoreReport", "LayerReport", "SubEnvState"]
 
 _SCALARS = (bool, int, float, type(None))
@@ -215,7 +217,10 @@ def _to_numpy(obj: Any) -> Any:
 
 def snapshot(env: Any) -> list[dict[str, Any]]:
     """One dict per layer, ``{"type", "state", "missed"}``, as tensors and primitives: the vector
-    wrappers and vector env, then each sub-env's chain."""
+    wrappers and vector env, then each sub-env's chain (a double-buffered env: one entry holding
+    each half's snapshot)."""
+    if isinstance(env, SplitVectorEnv):
+        return [{"type": type(env).__name__, "state": {}, "halves": [snapshot(half) for half in env.halves]}]
     vector = _chain(env)
     entries = [_capture_layer(layer) for layer in vector]
     base = vector[-1]
@@ -229,6 +234,12 @@ def snapshot(env: Any) -> list[dict[str, Any]]:
 
 def restore(env: Any, saved: list[dict[str, Any]]) -> RestoreReport:
     """Put a :func:`snapshot` back into an env built from the same config; report what it covered."""
+    if isinstance(env, SplitVectorEnv) or saved[0]["type"] == SplitVectorEnv.__name__:
+        if not isinstance(env, SplitVectorEnv) or saved[0]["type"] != type(env).__name__:
+            raise ValueError(f"env snapshot does not match this env: saved {saved[0]['type']}, env {type(env).__name__} "
+                             "(EnvConfig.double_buffered differs)")
+        reports = [restore(half, part) for half, part in zip(env.halves, saved[0]["halves"], strict=True)]
+        return RestoreReport(reports[0].layers + reports[1].layers)
     saved = _to_numpy(saved)
     vector = _chain(env)
     base, chains = vector[-1], None

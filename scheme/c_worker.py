@@ -18,6 +18,7 @@ from colonyrl.agents.base import initial_state
 from colonyrl.envs.factory import episode_stats
 from colonyrl.envs.normalization import Normalizer, obs_shapes
 from colonyrl.envs.snapshot import restore, snapshot
+from colonyrl.envs.split import SplitVectorEnv, concat, take
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.packets import EpisodeStats, Rollout, Weights
 from colonyrl.scheme.runtime import init_process
@@ -111,15 +112,32 @@ class CWorker:
         if weights is not None:
             self.set_weights(weights)
         start = time.perf_counter()
-        policy, env, storage = self.policy, self.env, self.storage
+        finished: list[EpisodeStats] = []
+        min_steps = max(1, int(np.ceil(min_fraction * self.storage.config.num_steps)))
+        if isinstance(self.env, SplitVectorEnv):  # EnvConfig.double_buffered (no normalizer then)
+            preempted = self._collect_halves(round_id, min_steps, finished)
+        else:
+            preempted = self._collect_steps(round_id, min_steps, finished)
+        # The observation after the last step (the last transition's next observation) and the
+        # extras the policy bootstraps from it (PPO: V(obs), also when truncated); counted in the
+        # statistics as the next rollout's first.
+        norm, state = self.normalizer, self.policy_state
+        last = self.obs if norm is None else norm.frozen_observation(self.obs)
+        bootstrap = self.policy.bootstrap(last) if state is None else self.policy.bootstrap(
+            last, state=state, episode_start=self.episode_start)
+        self.storage.finish(last, bootstrap)
+        rollout = self._rollout(self.storage.get_data(), EpisodeStats.concat(finished), time.perf_counter() - start)
+        rollout.info["preempted"] = float(preempted)
+        return rollout
+
+    def _collect_steps(self, round_id: int, min_steps: int, finished: list[EpisodeStats]) -> bool:
+        """:meth:`collect`'s loop: act, step, store, ``storage.num_steps`` times; True if preempted."""
+        policy, env, storage, norm = self.policy, self.env, self.storage, self.normalizer
         obs, prev_done = self.obs, self.prev_done
         # A stateful policy's state goes on across rollouts; it is reset where an episode starts:
         # on the step after an autoreset step, whose observation is the new episode's first.
         state, episode_start = self.policy_state, self.episode_start
-        finished: list[EpisodeStats] = []
-        min_steps = max(1, int(np.ceil(min_fraction * storage.config.num_steps)))
         preempted = False
-        norm = self.normalizer
         for t in range(storage.config.num_steps):
             if t >= min_steps and self._stop_round >= round_id >= 0:
                 preempted = True
@@ -142,18 +160,53 @@ class CWorker:
             if prev_done.any():
                 finished.append(EpisodeStats(*episode_stats(info)))
             obs = next_obs
-        # The observation after the last step (the last transition's next observation) and the
-        # extras the policy bootstraps from it (PPO: V(obs), also when truncated); counted in the
-        # statistics as the next rollout's first.
-        last = obs if norm is None else norm.frozen_observation(obs)
-        bootstrap = policy.bootstrap(last) if state is None else policy.bootstrap(last, state=state,
-                                                                                    episode_start=episode_start)
-        storage.finish(last, bootstrap)
         self.obs, self.prev_done = obs, prev_done
         self.policy_state, self.episode_start = state, episode_start
-        rollout = self._rollout(storage.get_data(), EpisodeStats.concat(finished), time.perf_counter() - start)
-        rollout.info["preempted"] = float(preempted)
-        return rollout
+        return preempted
+
+    def _collect_halves(self, round_id: int, min_steps: int, finished: list[EpisodeStats]) -> bool:
+        """:meth:`collect`'s loop over a double-buffered env (envs/split.py): each half's step runs
+        in its thread while the policy acts for the other half; True if preempted. Each stored step
+        is what the plain loop stores; the policy acts on the halves one after the other."""
+        env, policy, storage = self.env, self.policy, self.storage
+        assert isinstance(env, SplitVectorEnv)
+        self.prev_done = self.prev_done.copy()  # updated half by half below
+        acted: list[Any] = [None, None]
+
+        def act(half: int, obs: Any) -> None:
+            rows = env.rows[half]
+            if self.policy_state is None:
+                out = policy.act(obs)
+            else:  # as the plain loop: the state goes on; an autoreset step now means a reset observation next
+                # copies: the policy may keep its input state as the stored extra, and the rows are views
+                out = policy.act(obs, state=self.policy_state[rows].copy(), episode_start=self.episode_start[rows].copy())
+                self.policy_state[rows], self.episode_start[rows] = out.state, self.prev_done[rows]
+            acted[half] = out
+            env.step_async(half, out.env_action)
+
+        for half in (0, 1):
+            act(half, take(self.obs, env.rows[half]))
+        num_steps = storage.config.num_steps
+        for t in range(num_steps):
+            more = t + 1 < num_steps and not (t + 1 >= min_steps and self._stop_round >= round_id >= 0)
+            outs, valid, steps = list(acted), ~self.prev_done, []
+            for half in (0, 1):
+                step = env.step_wait(half)
+                steps.append(step)
+                self.prev_done[env.rows[half]] = step[2] | step[3]
+                if more:  # this half's next step starts now, while the other half's still runs
+                    act(half, step[0])
+            (o0, r0, te0, tr0, info0), (o1, r1, te1, tr1, info1) = steps
+            extras = {key: concat(outs[0].extras[key], outs[1].extras[key]) for key in outs[0].extras}
+            storage.insert(self.obs, concat(outs[0].action, outs[1].action), concat(r0, r1), concat(te0, te1),
+                           concat(tr0, tr1), valid, extras)
+            for info, done in ((info0, te0 | tr0), (info1, te1 | tr1)):
+                if done.any():
+                    finished.append(EpisodeStats(*episode_stats(info)))
+            self.obs = concat(o0, o1)
+            if not more:
+                return t + 1 < num_steps
+        return False
 
     def request_stop(self, round_id: int) -> str:
         """Tell a collect of round ``round_id`` (running or not yet started) to stop early."""

@@ -1,5 +1,5 @@
 """benchmarks/atari_collection.py --quick: ale-py's own vector env rate and one in-process CWorker
-collecting Pong with the ppo-atari-pong CNN, in the JSON and the table."""
+collecting Pong with the ppo-atari-pong CNN, plain and double-buffered, in the JSON and the table."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ def test_quick_mode_measures_the_reference_and_a_cworker(tmp_path: Path, capsys)
     assert atari_collection.main(["--quick", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     summary = result["summary"]
-    assert set(summary) == {"ale-py", "in-process"}
+    assert set(summary) == {"ale-py", "in-process", "in-process, double-buffered"}
     assert summary["ale-py"]["fps"] > 0 and summary["ale-py"]["fraction_of_ale_py"] == 1.0
-    cworker = [r for r in result["rows"] if r["row"] == "in-process"]
-    assert cworker[0]["env_steps"] % (2 * 16) == 0 and cworker[0]["env_steps"] > 0  # whole 2 x 16-step rollouts
-    assert 0 < summary["in-process"]["fraction_of_ale_py"] == pytest.approx(
-        summary["in-process"]["fps"] / summary["ale-py"]["fps"])
-    assert "| in-process |" in capsys.readouterr().out
+    for row in ("in-process", "in-process, double-buffered"):
+        cworker = [r for r in result["rows"] if r["row"] == row]
+        assert cworker[0]["env_steps"] % (2 * 16) == 0 and cworker[0]["env_steps"] > 0  # whole 2 x 16-step rollouts
+        assert 0 < summary[row]["fraction_of_ale_py"] == pytest.approx(summary[row]["fps"] / summary["ale-py"]["fps"])
+    table = capsys.readouterr().out
+    assert "| in-process |" in table and "| in-process, double-buffered |" in table
