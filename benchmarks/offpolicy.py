@@ -15,6 +15,10 @@ Protocol:
   than 50k, SB3's exploration still ends at env step 8,000, as the preset's epsilon schedule does
   (``exploration_fraction`` = 8000 / budget; below 8,000 steps SB3's schedule is replaced by the
   same env-step schedule);
+* **SAC HalfCheetah-v5** (``--algo sac-halfcheetah``): the ``sac-halfcheetah`` preset against SB3's
+  SAC with the RL Zoo's HalfCheetah settings (learning_starts 10000, SB3's defaults otherwise, lr
+  3e-4), 100k env steps, evaluated every 10,000: the comparison is the return at the budget (no
+  threshold);
 * before running, each worker checks that the colonyrl preset has the numbers given to SB3
   (``check_preset``): a preset that drifted from SB3's settings fails the run instead of being timed;
 * every evaluation of both sides is ``colonyrl.launch.evaluate.evaluate`` with 10 deterministic
@@ -85,12 +89,20 @@ ALGOS: dict[str, dict[str, Any]] = {
             "target_fps_ratio": 2.0},  # colonyrl / SB3 training env steps/s >= 2
     "dqn": {"title": "DQN CartPole-v1", "preset": "dqn-cartpole", "env_id": "CartPole-v1", "budget": 50_000,
             "eval_every": 5_000, "threshold": 475.0, "target_time_ratio": None, "target_fps_ratio": None},
+    # Issue 11: the return at 100k env steps against SB3 at the same budget (no threshold: inf is never
+    # reached, the final evaluation is the comparison)
+    "sac-halfcheetah": {"title": "SAC HalfCheetah-v5", "preset": "sac-halfcheetah", "env_id": "HalfCheetah-v5",
+                        "budget": 100_000, "eval_every": 10_000, "threshold": math.inf, "target_time_ratio": None,
+                        "target_fps_ratio": None},
 }
 
 #: SB3's SAC as the RL Zoo runs it on Pendulum-v1: lr 1e-3, SB3's defaults written out.
 SB3_SAC = {"learning_rate": 1e-3, "buffer_size": 1_000_000, "learning_starts": 100, "batch_size": 256,
            "tau": 0.005, "gamma": 0.99, "train_freq": 1, "gradient_steps": 1, "ent_coef": "auto",
            "target_update_interval": 1, "net_arch": [256, 256], "activation": "relu"}
+#: SB3's SAC as the RL Zoo runs it on HalfCheetah-v5 (hyperparams/sac.yml): learning_starts 10000, the rest
+#: SB3's defaults (lr 3e-4).
+SB3_SAC_HALFCHEETAH = {**SB3_SAC, "learning_rate": 3e-4, "learning_starts": 10_000}
 #: DQN: epsilon anneals 1 -> 0.04 over this many env steps (RL Zoo: 16 % of its 50k).
 DQN_EXPLORATION_STEPS = 8_000
 
@@ -98,6 +110,10 @@ DQN_EXPLORATION_STEPS = 8_000
 # ------------------------------------------------------------------------------------------------
 # worker side: one (algorithm, system, seed) in this process
 # ------------------------------------------------------------------------------------------------
+def sb3_sac_settings(algo: str) -> dict[str, Any]:
+    return dict(SB3_SAC_HALFCHEETAH if algo == "sac-halfcheetah" else SB3_SAC)
+
+
 def sb3_dqn_settings(budget: int) -> dict[str, Any]:
     """SB3 DQN keyword arguments: the RL Zoo's CartPole-v1 values (colonyrl.agents.dqn.RL_ZOO)."""
     from colonyrl.agents.dqn import RL_ZOO
@@ -144,8 +160,8 @@ def check_preset(algo: str, cfg: Any, budget: int) -> None:
     same("scheme", (cfg.scheme.num_grad_workers, cfg.scheme.num_col_workers), (1, 1))
     same("hidden_sizes", tuple(actor.hidden_sizes), (256, 256))
     same("activation", actor.activation, "relu")
-    if algo == "sac":
-        hp = SB3_SAC
+    if algo.startswith("sac"):
+        hp = sb3_sac_settings(algo)
         same("algo.name", a.name, "sac")
         same("lr", a.lr, hp["learning_rate"])
         same("batch_size", a.batch_size, hp["batch_size"])
@@ -290,8 +306,8 @@ def run_sb3(algo: str, seed: int, budget: int, eval_every: int, stop: bool, thre
         eval_env = cfg.components().evaluation_env()
     env_id = ALGOS[algo]["env_id"]
     assert eval_env.id == env_id, eval_env
-    if algo == "sac":
-        hp = dict(SB3_SAC)
+    if algo.startswith("sac"):
+        hp = sb3_sac_settings(algo)
     else:
         hp = sb3_dqn_settings(budget)
     import_s = time.perf_counter() - _T_MODULE
@@ -309,7 +325,7 @@ def run_sb3(algo: str, seed: int, budget: int, eval_every: int, stop: bool, thre
             return not (clock.stop and clock.reached)
 
     env = make_vec_env(env_id, n_envs=1, seed=seed)
-    if algo == "sac":
+    if algo.startswith("sac"):
         model = SAC("MlpPolicy", env, learning_rate=hp["learning_rate"], buffer_size=hp["buffer_size"],
                     learning_starts=hp["learning_starts"], batch_size=hp["batch_size"], tau=hp["tau"],
                     gamma=hp["gamma"], train_freq=hp["train_freq"], gradient_steps=hp["gradient_steps"],
@@ -613,7 +629,8 @@ def _versions() -> dict[str, str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--algo", choices=["sac", "dqn", "both"], default="both")
+    p.add_argument("--algo", choices=["sac", "dqn", "both", "sac-halfcheetah"], default="both",
+                   help="both: sac and dqn; sac-halfcheetah (issue 11, needs the mujoco extra): ~1 h per seed")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=None,
                    help="env steps per run, for every algorithm run (default: SAC 20000, DQN 50000)")
