@@ -21,8 +21,12 @@ from tracking_helpers import read_run  # noqa: E402
 
 # Rounds of 8 envs x 32 steps: evaluations at 256 and 512 env steps, then the final one at 512.
 TINY = ["--total-env-steps", "512", "--storage.num-steps", "32", "--eval-every", "256", "--stop-at-return", "None",
-        "--eval-episodes", "2",
-        "--checkpoint-every-min", "60"]
+        "--eval-episodes", "2", "--no-system-metrics", "--checkpoint-every-min", "60"]
+
+# Under pytest-xdist's loadgroup, the module fixture `seeded` runs once per worker using it: with the
+# Ray test in the "ray" group (tests/conftest.py) and these elsewhere it would run twice. One group.
+# (pytest 9.2.0 makes pytest-xdist ignore the groups, pytest-dev/pytest-xdist#1386: the test extra pins < 9.2)
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 def _history(client, run_id: str, key: str) -> dict[int, float]:
@@ -107,22 +111,33 @@ def test_seed_flags_are_popped_and_checked() -> None:
         train_seeds(preset("ppo-cartpole").replace(run=preset("ppo-cartpole").run.replace(resume="x")), [0])
 
 
-# Opt-in: two Ray workers each import torch and MLflow and train (about 24 CPU s here, more than this
-# file's CI budget). Run with COLONYRL_TEST_RAY_SEEDS=1.
 @pytest.mark.ray
-@pytest.mark.skipif(os.environ.get("COLONYRL_TEST_RAY_SEEDS") != "1",
-                    reason="opt-in (COLONYRL_TEST_RAY_SEEDS=1): ~24 CPU s of Ray workers, over the CI budget")
-def test_seeds_side_by_side_on_ray_match_the_sequential_ones(seeded, ray_local, tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = parse_args(preset("ppo-cartpole"), [*TINY, "--tracking-uri", uri, "--output-dir", str(tmp_path / "runs"),
-                                              "--checkpoint-dir", str(tmp_path / "ckpt")])
+def test_seeds_side_by_side_on_ray_match_the_sequential_ones(seeded, ray_local) -> None:
+    # The sequential runs' store, already created (a new sqlite store's migrations cost seconds),
+    # under another experiment; and folders of its own.
+    uri, work = seeded["uri"], seeded["work"]
+    assert ray_local.cluster_resources()["CPU"] >= 2  # both seed tasks (1 CPU each, no actors) fit at once
+    cfg = parse_args(preset("ppo-cartpole"), [*TINY, "--experiment", "ray-seeds", "--tracking-uri", uri,
+                                              "--output-dir", str(work / "ray-runs"), "--checkpoint-dir",
+                                              str(work / "ray-ckpt")])
     result = train_seeds(cfg, [0, 1], parallel=True)
-    parent = read_run(uri, result.parent_run_id)
-    assert parent["status"] == "FINISHED" and "run.seed" not in parent["params"]
-    children = [read_run(uri, r.run_id) for r in result.results]
-    assert [c["tags"]["mlflow.parentRunId"] for c in children] == [result.parent_run_id] * 2
-    assert [c["params"]["run.seed"] for c in children] == ["0", "1"]
+    client = seeded["client"]
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and "run.seed" not in parent.data.params
+    assert parent.data.tags["colonyrl.seeds"] == "0 1"
+    children = [client.get_run(r.run_id) for r in result.results]
+    assert [c.data.tags["mlflow.parentRunId"] for c in children] == [result.parent_run_id] * 2
+    assert [c.data.params["run.seed"] for c in children] == ["0", "1"]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    # side by side: each child run started before the other one ended
+    (a, b) = (c.info for c in children)
+    assert a.start_time < b.end_time and b.start_time < a.end_time
     # the in-process scheme is deterministic per seed: a Ray worker trains what the CLI trained
     sequential = [c.data.metrics["final_eval_return"] for c in seeded["children"]]
     assert [r.evaluation.mean for r in result.results] == sequential
+    assert [c.data.metrics["final_eval_return"] for c in children] == sequential
     assert result.final_mean == pytest.approx(np.mean(sequential)) and result.final_std == pytest.approx(np.std(sequential))
+    assert parent.data.metrics["final_eval_return_mean"] == pytest.approx(np.mean(sequential))
+    assert parent.data.metrics["final_eval_return_std"] == pytest.approx(np.std(sequential))
+    assert _history(client, parent.info.run_id, "seeds/eval_return_mean") == pytest.approx(
+        _history(client, seeded["parent"].info.run_id, "seeds/eval_return_mean"))
