@@ -94,7 +94,12 @@ class SplitVectorEnv(VectorEnv):
             seeds = [seed, seed + self.sizes[0]]
         elif seed is not None:
             seeds = [list(seed[rows]) for rows in self.rows]
-        (obs0, info0), (obs1, info1) = (half.reset(seed=s, options=options) for half, s in zip(self.halves, seeds, strict=True))
+        options_per_half: list[dict[str, Any] | None] = [options, options]
+        if options is not None and "reset_mask" in options:  # gymnasium's partial reset: a mask over all sub-envs
+            mask = np.asarray(options["reset_mask"])
+            options_per_half = [{**options, "reset_mask": mask[rows]} for rows in self.rows]
+        (obs0, info0), (obs1, info1) = (half.reset(seed=s, options=o) for half, s, o
+                                        in zip(self.halves, seeds, options_per_half, strict=True))
         return concat(obs0, obs1), merge_infos(info0, info1, self.sizes)
 
     def step_async(self, half: int, actions: Any) -> None:

@@ -119,3 +119,17 @@ def test_a_split_env_resumes_exactly_from_a_weights_only_checkpoint() -> None:
 def test_what_double_buffering_cannot_do_is_a_config_error(changes: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         EnvConfig(double_buffered=True, **changes)
+
+
+def test_a_partial_reset_mask_reaches_each_half_as_its_rows() -> None:
+    plain, split = _pair(CARTPOLE)
+    try:
+        for env in (plain, split):
+            env.step(np.ones(5, np.int64))
+        mask = np.array([False, True, False, False, True])
+        a, _ = plain.reset(seed=11, options={"reset_mask": mask})
+        b, _ = split.reset(seed=11, options={"reset_mask": mask})
+        np.testing.assert_array_equal(a, b)
+    finally:
+        plain.close()
+        split.close()
