@@ -1,7 +1,7 @@
 """The ``colonyrl`` command line, generated from the config dataclasses by tyro.
 
     colonyrl train [--preset NAME] [--seeds 0 1 2 [--parallel-seeds]] [--algo.lr 0.001 --scheme.num-grad-workers 2 ...]
-    colonyrl evaluate RUN_FOLDER|RUN_ID|runs:/ID/model|models:/NAME/VERSION [--episodes 10] [--tracking-uri URI]
+    colonyrl evaluate RUN_FOLDER|RUN_ID|runs:/ID/model|runs:/ID/best_model|models:/NAME/VERSION [--episodes 10] [--tracking-uri URI]
     colonyrl presets
     colonyrl dataset CHECKPOINT OUT.npz
     colonyrl tracking-import RUN_FOLDER [--tracking-uri URI]

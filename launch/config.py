@@ -125,6 +125,9 @@ class RunConfig(Config):
     #: Register the run's MLflow model (``runs:/<run id>/model``) as a new version of this
     #: registered model in the MLflow Model Registry (None: do not register).
     register_model: str | None = None
+    #: Keep the model of the best periodic evaluation (strictly greater mean return) in
+    #: <output_dir>/<run id>/best/, and log it as the run's ``best_model`` MLflow model beside ``model``.
+    save_best_model: bool = False
 
     def _check(self) -> None:
         if not self.experiment:

@@ -3,7 +3,8 @@
 A tracked run logs the folder ``<run dir>/model`` as its ``model`` artifact, so
 ``mlflow.pyfunc.load_model("runs:/<run id>/model")`` and ``mlflow models serve -m runs:/<run id>/model``
 (or ``models:/<name>/<version>`` after ``--run.register-model NAME``) act as the deterministic
-policy, normalizer inside, on raw observations:
+policy, normalizer inside, on raw observations (``runs:/<run id>/best_model`` too, the best periodic
+evaluation's model with ``--save-best-model``: :class:`BestModel`):
 
 * **no state** (every non-recurrent policy): input one tensor ``[B, *obs_shape]`` (numpy array, or a
   DataFrame of one column per observation dim), or for a Dict space one named tensor per key (a
@@ -23,6 +24,7 @@ file on its own, and only then is :class:`PolicyModel` set as the model).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -33,10 +35,14 @@ import mlflow
 import numpy as np
 import torch
 
-__all__ = ["PolicyModel", "save_mlflow_model", "log_model", "register_model", "MODEL_FOLDER", "OBS_INPUT", "STATE_INPUT"]
+__all__ = ["PolicyModel", "save_mlflow_model", "log_model", "register_model", "BestModel", "log_best_model", "read_best",
+           "MODEL_FOLDER", "BEST_FOLDER", "BEST_MODEL_FOLDER", "OBS_INPUT", "STATE_INPUT"]
 
 #: The MLflow model's folder in the run folder, and its artifact path in the run.
 MODEL_FOLDER = "model"
+#: ``--save-best-model``: the model of the best periodic evaluation, in ``<run dir>/best/`` (``model.pt``,
+#: ``policy.pt2``, ``best.json``), and its MLflow model (``best/best_model/``, the run's ``best_model`` artifact).
+BEST_FOLDER, BEST_MODEL_FOLDER, BEST_INFO = "best", "best_model", "best.json"
 #: Input names of a recurrent policy's model (a Dict space's keys replace ``obs``).
 OBS_INPUT, STATE_INPUT = "obs", "state"
 
@@ -153,10 +159,12 @@ def _requirements() -> list[str]:
              ("pandas", pandas.__version__))]
 
 
-def save_mlflow_model(run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``<run_dir>/model``: the pyfunc model of the saved model in ``run_dir`` (``model.pt`` and
-    ``policy.pt2``, launch/evaluate.py ``save_model``), with its signature and a 2-row input example,
-    replacing an older one (a resumed run). Returns the folder."""
+def save_mlflow_model(run_dir: str | os.PathLike[str], name: str = MODEL_FOLDER,
+                      metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``<run_dir>/<name>``: the pyfunc model of the saved model in ``run_dir`` (``model.pt`` and
+    ``policy.pt2``, launch/evaluate.py ``save_model``), with its signature, a 2-row input example and
+    ``metadata`` (the MLmodel file's free-form ``metadata``), replacing an older one (a resumed run).
+    Returns the folder."""
     from colonyrl.agents.base import initial_state
     from colonyrl.launch.evaluate import load_model
 
@@ -173,13 +181,13 @@ def save_mlflow_model(run_dir: str | os.PathLike[str]) -> Path:
     model.load_context(mlflow.pyfunc.PythonModelContext(artifacts={"policy": str(run_dir / "policy.pt2")},
                                                         model_config=config))
     outputs = model.predict(None, inputs)
-    tmp, target = run_dir / f".{MODEL_FOLDER}.tmp{os.getpid()}", run_dir / MODEL_FOLDER
+    tmp, target = run_dir / f".{name}.tmp{os.getpid()}", run_dir / name
     shutil.rmtree(tmp, ignore_errors=True)
     with warnings.catch_warnings():  # an integer input column: a warning about missing values in JSON
         warnings.filterwarnings("ignore", message=".*integer column.*")
         mlflow.pyfunc.save_model(str(tmp), python_model=__file__, artifacts={"policy": str(run_dir / "policy.pt2")},
                                  model_config=config, signature=_signature(inputs, outputs), input_example=inputs,
-                                 pip_requirements=_requirements())
+                                 pip_requirements=_requirements(), metadata=metadata)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return target
@@ -229,3 +237,78 @@ def log_model(tracker: Any, run_dir: str | os.PathLike[str], register: str | Non
     except Exception as e:
         warnings.warn(f"could not register the run's model as {register!r} ({e!r}); {later}", stacklevel=2)
         return None
+
+
+# --- the best model (RunConfig.save_best_model) -----------------------------------------------------------
+
+
+class BestModel:
+    """The model of the best periodic evaluation so far, in ``<run dir>/best/``: ``model.pt`` and
+    ``policy.pt2`` as the final model's, and ``best.json`` (``eval_return``, ``env_steps``).
+
+    A better evaluation (strictly greater mean return) replaces the folder whole: written into a
+    temporary folder, then renamed. A folder cannot be renamed onto a non-empty one (POSIX
+    ``rename(2)``), so the previous best is first moved aside to ``.best.old``; a crash between the
+    two renames leaves it there, and the next :class:`BestModel` of the run folder moves it back.
+    ``resume``: continue from the best the folder holds (a resumed run keeps its run folder, so a
+    worse evaluation after a resume never replaces it; one onto another ``output_dir`` starts a new
+    best there); else a stale folder is removed."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], resume: bool) -> None:
+        self.folder = Path(run_dir) / BEST_FOLDER
+        self._old = self.folder.with_name(f".{BEST_FOLDER}.old")
+        if not self.folder.exists() and self._old.exists():  # a crash between the two renames
+            os.replace(self._old, self.folder)
+        if not resume:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        info = read_best(self.folder)
+        self.eval_return: float = float("-inf") if info is None else info["eval_return"]
+        self.env_steps: int | None = None if info is None else info["env_steps"]
+
+    def offer(self, eval_return: float, env_steps: int, save: Any) -> bool:
+        """Keep the model if ``eval_return`` beats the best so far: ``save(folder)`` writes its
+        ``model.pt`` and ``policy.pt2`` (launch/evaluate.py ``save_model``). Returns whether it did."""
+        if not eval_return > self.eval_return:  # NaN never does
+            return False
+        tmp = self.folder.with_name(f".{BEST_FOLDER}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save(tmp)
+        (tmp / BEST_INFO).write_text(json.dumps({"eval_return": float(eval_return), "env_steps": int(env_steps)}))
+        shutil.rmtree(self._old, ignore_errors=True)
+        if self.folder.exists():
+            os.replace(self.folder, self._old)
+        os.replace(tmp, self.folder)
+        shutil.rmtree(self._old, ignore_errors=True)
+        self.eval_return, self.env_steps = float(eval_return), int(env_steps)
+        return True
+
+
+def read_best(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``best.json`` of a best-model folder (``eval_return``, ``env_steps``), or None if there is none."""
+    path = Path(folder) / BEST_INFO
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    return {"eval_return": float(info["eval_return"]), "env_steps": int(info["env_steps"])}
+
+
+def log_best_model(tracker: Any, run_dir: str | os.PathLike[str]) -> bool:
+    """Log ``<run dir>/best/`` (if a periodic evaluation made one) as the run's ``best_model``
+    artifact: ``model.pt``, ``policy.pt2`` and its MLflow model, whose metadata holds
+    ``best_eval_return`` and ``best_env_steps``; both are also run metrics (at that env step), which
+    MLflow's run search and UI compare across runs. Returns whether it logged one; a failure warns."""
+    folder = Path(run_dir) / BEST_FOLDER
+    info = read_best(folder)
+    if info is None:
+        return False
+    metadata = {"best_eval_return": info["eval_return"], "best_env_steps": info["env_steps"]}
+    try:
+        model = save_mlflow_model(folder, BEST_MODEL_FOLDER, metadata)
+    except Exception as e:
+        warnings.warn(f"could not write the run's best MLflow model (it is in {folder}): {e!r}", stacklevel=2)
+        return False
+    for name in ("model.pt", "policy.pt2"):
+        tracker.log_artifact(folder / name, BEST_MODEL_FOLDER)
+    tracker.log_artifact(model)  # a folder keeps its name: the run's best_model/ artifact
+    tracker.log_metrics(metadata, step=info["env_steps"])
+    return True

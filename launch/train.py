@@ -10,7 +10,7 @@ import dataclasses
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from colonyrl.config import from_dict, to_flat_dict
 from colonyrl.launch.checkpoint import load_checkpoint, save_checkpoint
@@ -28,6 +28,9 @@ from colonyrl.launch.topology import log_topology
 from colonyrl.launch.tracking import Tracker
 from colonyrl.scheme.learner import NonFiniteError
 from colonyrl.scheme.scheme import Scheme
+
+if TYPE_CHECKING:  # pragma: no cover
+    from colonyrl.launch.mlflow_model import BestModel
 
 __all__ = ["TrainResult", "TrainingInterrupted", "train"]
 
@@ -87,8 +90,9 @@ def train(cfg: TrainConfig, tags: dict[str, str] | None = None) -> TrainResult:
             checkpoints = Checkpoints(cfg, learner, tracker.run_id)
             timing = _Timing(start)
             changes = _ChangesLog(run_dir / "changes.log")
+            best = _best_model(cfg, run_dir, resumed is not None)
             try:
-                evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints, timing, changes)
+                evaluations = _train_loop(cfg, learner, tracker, console, stop, checkpoints, timing, changes, best)
                 learner.finish_round()  # no-op after the loop's own; also after a stop_at_return break
                 train_end = time.perf_counter() - start
             except NonFiniteError:  # skipped updates left the weights good: keep them, then stop
@@ -115,6 +119,9 @@ def train(cfg: TrainConfig, tags: dict[str, str] | None = None) -> TrainResult:
         if tracker.enabled:  # the MLflow model (pyfunc over policy.pt2), optionally registered
             from colonyrl.launch.mlflow_model import log_model
             log_model(tracker, model_dir, run.register_model)
+            if run.save_best_model:  # the run's best_model artifact, if a periodic evaluation made one
+                from colonyrl.launch.mlflow_model import log_best_model
+                log_best_model(tracker, model_dir)
             if evaluations:  # periodic evaluations make a curve; without, it is final_eval_return alone
                 _log_curve(tracker, model_dir, evaluations, timing, (counters["env_steps"], final_at, final.mean))
         wall = time.perf_counter() - start
@@ -219,8 +226,17 @@ class Checkpoints:
         return self.last
 
 
+def _best_model(cfg: TrainConfig, run_dir: Path, resumed: bool) -> BestModel | None:
+    """``--save-best-model``: the run folder's best model (launch/mlflow_model.py ``BestModel``), None without."""
+    if not cfg.run.save_best_model:
+        return None
+    from colonyrl.launch.mlflow_model import BestModel
+    return BestModel(run_dir, resume=resumed)
+
+
 def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Console, stop: StopRequest,
-                checkpoints: Checkpoints, timing: _Timing, changes: _ChangesLog) -> list[tuple[int, float]]:
+                checkpoints: Checkpoints, timing: _Timing, changes: _ChangesLog,
+                best: BestModel | None = None) -> list[tuple[int, float]]:
     run = cfg.run
     evaluations: list[tuple[int, float]] = []
     next_eval = run.eval_every or 0
@@ -263,6 +279,9 @@ def _train_loop(cfg: TrainConfig, learner: Any, tracker: Tracker, console: Conso
                 timing.eval_s += eval_end - eval_start
                 timing.evals.append((eval_start - timing.start, eval_end - timing.start))
                 evaluations.append((learner.env_steps, result.mean))
+                if best is not None:  # the model as it is now, if it beats the best so far
+                    best.offer(result.mean, learner.env_steps, lambda folder: save_model(
+                        folder, learner.algo, cfg, learner.counters(), learner_obs_normalizer(learner)))
                 tracker.log_metrics({"eval_return": result.mean, "eval_return_std": result.std},
                                     step=learner.env_steps)
                 console.evaluation(learner.env_steps, result)
