@@ -25,7 +25,9 @@ from colonyrl.storage.rollout import RolloutConfig
 TOTAL_ENV_STEPS = 10_000_000
 
 SCHEME = TrainConfig(
-    env=EnvConfig(id="ALE/Pong-v5", num_envs=8, vectorization="ale"),
+    # double-buffered: one half of the envs emulates while the CNN acts for the other, 1,178 -> 1,530
+    # env steps/s collected on one CWorker (benchmarks/README.md); off for more CWorkers than cores
+    env=EnvConfig(id="ALE/Pong-v5", num_envs=8, vectorization="ale", double_buffered=True),
     actor=ActorCriticConfig(hidden_sizes=(), shared_trunk=True, encoder="cnn", cnn_features_dim=512),
     algo=PPOConfig(lr=2.5e-4, num_epochs=4, minibatch_size=256, clip_range=0.1, clip_range_vf=0.1,
                    ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5),
