@@ -13,6 +13,7 @@ import torch
 torch.set_num_threads(1)  # 2 cores: oversubscription made training 3-7x slower (platform.md §4)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (the README's ``-n 2 --dist loadgroup``), every ``ray`` test runs in one
     worker, one after another: one Ray instance for them all, as without xdist, while the other
@@ -20,6 +21,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("ray") is not None:
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fail loudly where xdist ignores the groups (it did under pytest 9.2.0,
+    pytest-dev/pytest-xdist#1386): the Ray tests would then run in both workers, with two Ray
+    instances on 2 cores."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not session.config.getvalue("loadgroup"):
+        return
+    ungrouped = [item.nodeid for item in session.items
+                 if item.get_closest_marker("ray") is not None and not item.nodeid.endswith("@ray")]
+    if ungrouped:
+        raise pytest.UsageError(f"pytest-xdist did not group {len(ungrouped)} ray tests (e.g. {ungrouped[0]}): "
+                                f"pytest {pytest.__version__} with this pytest-xdist ignores xdist_group; "
+                                "install the pytest the test extra pins (pyproject.toml)")
 
 
 @pytest.fixture(scope="session")
