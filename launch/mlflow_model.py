@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -265,7 +266,7 @@ class BestModel:
         self.eval_return: float = float("-inf") if info is None else info["eval_return"]
         self.env_steps: int | None = None if info is None else info["env_steps"]
 
-    def offer(self, eval_return: float, env_steps: int, save: Any) -> bool:
+    def offer(self, eval_return: float, env_steps: int, save: Callable[[Path], object]) -> bool:
         """Keep the model if ``eval_return`` beats the best so far: ``save(folder)`` writes its
         ``model.pt`` and ``policy.pt2`` (launch/evaluate.py ``save_model``). Returns whether it did."""
         if not eval_return > self.eval_return:  # NaN never does
