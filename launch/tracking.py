@@ -49,9 +49,9 @@ _NAME_RE = re.compile(r"^[/\w.\- :]+$")  # validate_param_and_metric_name (non-W
 
 Status = Literal["FINISHED", "FAILED", "KILLED"]
 Record = dict[str, Any]  # a journal line: {"kind": ..., ...} (see _Journal)
-#: MLflow's HTTP client retries for minutes per failed call; the tracker's calls run with these, which
-#: MLflow reads per request (https://mlflow.org/docs/latest/api_reference/python_api/mlflow.environment_variables.html)
-#: unless the user set them: a silent host fails within 2 x 10 s; waiting for a restart is the tracker's backoff.
+#: MLflow's HTTP client retries for minutes per failed call; unless the user set them, the tracker's calls run with
+#: these (read per request: https://mlflow.org/docs/latest/api_reference/python_api/mlflow.environment_variables.html):
+#: a silent host fails within 2 x 10 s, and waiting for a restart is the tracker's own backoff.
 HTTP_SETTINGS: dict[str, str] = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 NONFINITE_METRIC = "nonfinite_metric_values"
 FLOAT_MAX = sys.float_info.max
@@ -103,10 +103,6 @@ def _brief(e: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-def _finite_or_nan(v: float) -> float:
-    return math.copysign(FLOAT_MAX, v) if math.isinf(v) else v
-
-
 def _send(client: MlflowClient, run_id: str, records: Iterable[Record], folder: Path,
           done: Callable[[list[Record]], None]) -> None:
     """Send ``records`` in order (runs of metric points in ``log_batch`` requests) and hand ``done``
@@ -115,8 +111,8 @@ def _send(client: MlflowClient, run_id: str, records: Iterable[Record], folder: 
     for is_metric, group in itertools.groupby(records, lambda r: r["kind"] == "metric"):
         if is_metric:
             while chunk := list(itertools.islice(group, MAX_METRICS_PER_BATCH)):
-                client.log_batch(run_id, metrics=[Metric(r["key"], _finite_or_nan(float(r["value"])),
-                                                         r["timestamp"], r["step"]) for r in chunk])
+                client.log_batch(run_id, metrics=[Metric(r["key"], float(r["value"]), r["timestamp"], r["step"])
+                                                for r in chunk])
                 done(chunk)
             continue
         for rec in group:
@@ -140,21 +136,15 @@ class _Journal:
     """
 
     def __init__(self, folder: Path, header: Record) -> None:
-        self.folder, self.path, self.header = folder, folder / JOURNAL_FILE, header
-        self.seq = self.acked = -1  # the last record written, the last one the server took
-        self.todo: Counter[str] = Counter()  # records not acknowledged, by kind
+        self.folder, self.path = folder, folder / JOURNAL_FILE
         if self.path.is_file():  # drop a last line cut by a crash, so that appends start a line
             os.truncate(self.path, self.path.read_bytes().rfind(b"\n") + 1)
-        written = []  # (seq, kind) of the records to acknowledge
-        for rec in self.read():
-            self.seq = rec["seq"]
-            if rec["kind"] == "run":
-                self.header = rec
-            elif rec["kind"] == "ack":
-                self.acked = max(self.acked, rec["upto"])
-            else:
-                written.append((rec["seq"], rec["kind"]))
-        self.todo.update(kind for seq, kind in written if seq > self.acked)
+        records = list(self.read())
+        self.header = next((r for r in records if r["kind"] == "run"), header)
+        self.seq = records[-1]["seq"] if records else -1  # the last record written
+        self.acked = max((r["upto"] for r in records if r["kind"] == "ack"), default=-1)  # the last the server took
+        self.todo = Counter(r["kind"] for r in records  # records not acknowledged, by kind
+                            if r["kind"] not in ("run", "ack") and r["seq"] > self.acked)
 
     def read(self) -> Iterator[Record]:
         if self.path.is_file():
@@ -217,8 +207,7 @@ class Tracker:
         self.run_id: str | None = None
         self.experiment_id = self.artifact_uri = self.run_id
         self.active = False
-        self.nonfinite_values = 0  # NaN/inf values logged in the run
-        self.outages = 0
+        self.nonfinite_values = self.outages = 0  # NaN/inf values logged in the run; outages met
         self.fallback_written: Path | None = None  # the journal's folder, if end() left it
         self._client: MlflowClient | None = None
         self._buffer: list[Record] = []  # records not yet sent or journaled
@@ -266,12 +255,11 @@ class Tracker:
         if error is not None:
             raise TrackingUnavailableError(f"MLflow tracking server {self.tracking_uri} is unreachable ({_brief(error)}): "
                                            "start it, point --tracking-uri at one that runs, or use --no-track") from error
-        base, name, n = self.fallback_dir / str(self.run_id), FALLBACK_FOLDER, 1
-        while (base / name).exists():
-            n += 1
-            name = f"{FALLBACK_FOLDER}-{n}"
+        base = self.fallback_dir / str(self.run_id)  # mlflow-fallback, else the first free mlflow-fallback-N
+        names = (FALLBACK_FOLDER + (f"-{n}" if n > 1 else "") for n in itertools.count(1))
+        folder = next(base / name for name in names if not (base / name).exists())
         header = {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.tracking_uri}
-        self._journal = _Journal(base / name, header)
+        self._journal = _Journal(folder, header)
         self.active = True
         if self.system_metrics:
             self._monitor = SystemMetrics(str(self.run_id), self.tracking_uri, resume=run_id is not None)
@@ -293,10 +281,8 @@ class Tracker:
                 warnings.warn(f"resuming MLflow run {run_id}: params are write-once, keeping the old values "
                               f"of {changed}", stacklevel=4)
             values = {k: v for k, v in values.items() if k not in run.data.params}
-            if user_tags:
-                client.log_batch(run_id, tags=[RunTag(k, v) for k, v in user_tags.items()])
-        self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
-        self.artifact_uri = run.info.artifact_uri
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in user_tags.items()])
+        self.run_id, self.experiment_id, self.artifact_uri = run.info.run_id, run.info.experiment_id, run.info.artifact_uri
         self.nonfinite_values = int(run.data.metrics.get(NONFINITE_METRIC, 0)) if run_id else 0
         items = [Param(k, v) for k, v in values.items()]
         for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
@@ -309,8 +295,7 @@ class Tracker:
             try:
                 return client.create_experiment(self.experiment, artifact_location=self.artifact_location)
             except MlflowException:  # created meanwhile by another process?
-                exp = client.get_experiment_by_name(self.experiment)
-                if exp is None:
+                if (exp := client.get_experiment_by_name(self.experiment)) is None:
                     raise
         return exp.experiment_id  # a deleted one: create_run raises, naming it
 
@@ -328,14 +313,15 @@ class Tracker:
             if not _NAME_RE.match(norm) or norm != key or norm == "." or norm.startswith(("..", "/")):
                 raise ValueError(f"metric name {key!r}: alphanumerics, '_', '-', '.', ' ', ':' and '/' only, as a "
                                  "normalized relative path")
-            v = float(value)  # numpy scalars and 0-d tensors too
+            v = float(value)  # numpy scalars and 0-d tensors too; +-inf as +-FLOAT_MAX from here on
             nonfinite += not math.isfinite(v)
-            self._buffer.append({"kind": "metric", "key": key, "value": _finite_or_nan(v), "timestamp": ts, "step": step})
+            v = math.copysign(FLOAT_MAX, v) if math.isinf(v) else v
+            self._buffer.append({"kind": "metric", "key": key, "value": v, "timestamp": ts, "step": step})
         if nonfinite:
             self.nonfinite_values += nonfinite
             self._buffer.append({**self._buffer[-1], "key": NONFINITE_METRIC, "value": float(self.nonfinite_values)})
         if self._down_since is not None and len(self._buffer) > self.max_buffered:
-            self._journal_buffer()
+            self.flush()  # journals them
 
     def flush(self) -> None:
         """Send the buffered records; while the server is down, journal them and, when the backoff
@@ -347,7 +333,9 @@ class Tracker:
             if error is not None:
                 self._went_down(error)
         if self._down_since is not None:
-            self._journal_buffer()
+            if self._buffer:
+                self._journal.add(self._buffer)
+                self._buffer = []
             if time.monotonic() >= self._next_retry:
                 self._retry()
 
@@ -363,12 +351,11 @@ class Tracker:
             return
         if self._monitor is not None:
             self._monitor.stop(self.server_down)
-            self._monitor = None
         self._next_retry = 0.0  # the last chance: no waiting for the backoff
+        self._buffer.append({"kind": "end", "status": status, "end_time": int(time.time() * 1000)})
         try:
             self.flush()
         finally:  # also after an unrelated flush error
-            self._write({"kind": "end", "status": status, "end_time": int(time.time() * 1000)})
             self.active = False
         if self._down_since is not None and self._journal is not None:
             self.fallback_written = self._journal.folder
@@ -378,21 +365,13 @@ class Tracker:
                           f"colonyrl tracking-import {self._journal.folder}", TrackingOutageWarning, stacklevel=3)
 
     def _write(self, rec: Record) -> None:
-        """Send an artifact or the end now, after the buffered points, or journal them during an outage."""
-        if self._journal is None:
-            raise RuntimeError("Tracker: start() a run before logging artifacts")
+        """Send an artifact now, after the buffered points, or journal it during an outage."""
+        if not self.enabled:
+            return
+        if not self.active:
+            raise RuntimeError("Tracker: log artifacts between start() and end()")
         self._buffer.append(rec)
-        if self.active:
-            return self.flush()
-        error = _call(lambda: _send(self._connect(), str(self.run_id), self._buffer[:], Path(), self._sent))
-        if error is not None:  # after end() nothing is journaled: the caller hears of it
-            del self._buffer[-1]
-            raise error
-
-    def _journal_buffer(self) -> None:
-        if self._buffer and self._journal is not None:
-            self._journal.add(self._buffer)
-            self._buffer = []
+        self.flush()
 
     def _retry(self) -> None:
         """Replay the journal; once all of it went through, the outage is over: remove it."""
@@ -410,30 +389,26 @@ class Tracker:
     def _went_down(self, e: BaseException) -> None:
         now = time.monotonic()
         if self._down_since is None:
-            self._down_since, self._retry_delay = now, self.retry_min_s
-            self.outages += 1
+            self._down_since, self.outages = now, self.outages + 1
             warnings.warn(f"MLflow tracking server {self.tracking_uri} is unreachable ({_brief(e)}). Training goes on: "
                           f"metrics and artifacts of run {self.run_id} are journaled in {self.fallback_path} and sent "
                           f"when the server answers again (retried every {self.retry_min_s:g}-{self.retry_max_s:g} s).",
                           TrackingOutageWarning, stacklevel=4)
-        else:
-            self._retry_delay = min(2 * self._retry_delay, self.retry_max_s)
-        self._next_retry = now + self._retry_delay
+        # The first retry retry_min_s after the server went away, each later one twice as late, up to retry_max_s.
+        self._next_retry, self._retry_delay = now + self._retry_delay, min(2 * self._retry_delay, self.retry_max_s)
 
     def log_dict(self, obj: dict[str, Any], artifact_file: str) -> None:
         """Write ``obj`` as indented JSON (``MlflowClient.log_dict``'s format for a .json file)."""
         self.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        if self.enabled:
-            self._write({"kind": "text", "artifact_file": artifact_file, "text": text})
+        self._write({"kind": "text", "artifact_file": artifact_file, "text": text})
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         """Copy a file or folder into the run's artifacts (during an outage, first into the journal)."""
-        if self.enabled:
-            if not os.path.exists(local_path):  # here, not at a retry minutes later
-                raise FileNotFoundError(f"Tracker.log_artifact: {local_path} does not exist")
-            self._write({"kind": "file", "local": os.path.abspath(local_path), "artifact_path": artifact_path})
+        if self.enabled and not os.path.exists(local_path):  # here, not at a retry minutes later
+            raise FileNotFoundError(f"Tracker.log_artifact: {local_path} does not exist")
+        self._write({"kind": "file", "local": os.path.abspath(local_path), "artifact_path": artifact_path})
 
     def __enter__(self) -> Tracker:
         return self
@@ -454,8 +429,7 @@ def import_fallback(path: str | Path, tracking_uri: str | None = None, force: bo
     (None: where it was tracked); ``force`` sends acknowledged records again. Returns what was sent."""
     folder = Path(path) if (Path(path) / JOURNAL_FILE).is_file() else Path(path) / FALLBACK_FOLDER
     if not (folder / JOURNAL_FILE).is_file():
-        raise FallbackImportError(f"{path} is not an MLflow fallback folder (no {JOURNAL_FILE} in it or in "
-                                  f"{folder})")
+        raise FallbackImportError(f"{path} is not an MLflow fallback folder (no {JOURNAL_FILE} in it or in {folder})")
     try:
         journal = _Journal(folder, {})
         run_id, uri = journal.header["run_id"], tracking_uri or journal.header["tracking_uri"]
@@ -472,6 +446,5 @@ def import_fallback(path: str | Path, tracking_uri: str | None = None, force: bo
         raise TrackingUnavailableError(f"MLflow tracking server {uri} is unreachable ({_brief(error)}); "
                                        f"progress is kept in {journal.path}: run the import again") from error
     sent = before - journal.todo  # what replay subtracted: acknowledged records too, when forced
-    status = next((r["status"] for r in journal.read() if r["kind"] == "end"), None)
     return {"run_id": run_id, "tracking_uri": uri, "metrics": sent["metric"], "artifacts": sent["file"] + sent["text"],
-            "status": status}
+            "status": next((r["status"] for r in journal.read() if r["kind"] == "end"), None)}
