@@ -256,16 +256,13 @@ class EnvConfig(Config):
     #: Double-buffered sampling (envs/split.py; Sample Factory's ``worker_num_splits=2``): the
     #: sub-envs in two halves, each stepping in a background thread while the policy acts for the
     #: other. It pays where a step releases the GIL (ale-py, MuJoCo, ``async``); needs
-    #: ``num_envs >= 2``, a policy without recurrent state and no normalization.
+    #: ``num_envs >= 2``. A recurrent policy's state and the normalizer's returns go by halves.
     double_buffered: bool = False
 
     def _check(self) -> None:
         name = type(self).__name__
         if self.double_buffered and self.num_envs < 2:
             raise ConfigError(f"{name}.num_envs", self.num_envs, ">= 2 with double_buffered=True (two halves of sub-envs)")
-        if self.double_buffered and self.normalize.enabled:
-            raise ConfigError(f"{name}.double_buffered", True, "False with EnvConfig.normalize on (the halves would "
-                              "need the normalizer's per-sub-env returns split)")
         check_json(f"{name}.kwargs", self.kwargs)
         if _atari.is_ale_id(self.id) or self.vectorization == "ale":
             self._check_ale()

@@ -352,15 +352,18 @@ class Normalizer:
         assert self.statistics.obs is not None
         return normalize_obs_tree(obs, self.statistics.obs, self.config.clip_obs, self.config.epsilon)
 
-    def reward(self, reward: np.ndarray, done: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``reward [num_envs]`` scaled; the discounted return of every ``valid`` sub-env goes into
-        the delta and is reset where the episode is ``done``."""
+    def reward(self, reward: np.ndarray, done: np.ndarray, valid: np.ndarray,
+               rows: slice = slice(None)) -> np.ndarray:
+        """``reward [num_envs]`` scaled (or the sub-envs ``rows``: a double-buffered half); the
+        discounted return of every ``valid`` sub-env goes into the delta and is reset where the
+        episode is ``done``."""
         if not self.config.reward:
             return reward
         assert self.delta.ret is not None and self.statistics.ret is not None
-        self.returns = np.where(valid, self.returns * self.config.gamma + reward, self.returns)
-        self.delta.ret.update(self.returns[valid])
-        self.returns[done] = 0.0
+        returns = np.where(valid, self.returns[rows] * self.config.gamma + reward, self.returns[rows])
+        self.delta.ret.update(returns[valid])
+        returns[done] = 0.0
+        self.returns[rows] = returns
         return normalize_reward(reward, self.statistics.ret, self.config.clip_reward, self.config.epsilon)
 
     def pop_delta(self) -> Statistics:

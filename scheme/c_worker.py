@@ -114,7 +114,7 @@ class CWorker:
         start = time.perf_counter()
         finished: list[EpisodeStats] = []
         min_steps = max(1, int(np.ceil(min_fraction * self.storage.config.num_steps)))
-        if isinstance(self.env, SplitVectorEnv):  # EnvConfig.double_buffered (no normalizer then)
+        if isinstance(self.env, SplitVectorEnv):  # EnvConfig.double_buffered
             preempted = self._collect_halves(round_id, min_steps, finished)
         else:
             preempted = self._collect_steps(round_id, min_steps, finished)
@@ -167,14 +167,19 @@ class CWorker:
     def _collect_halves(self, round_id: int, min_steps: int, finished: list[EpisodeStats]) -> bool:
         """:meth:`collect`'s loop over a double-buffered env (envs/split.py): each half's step runs
         in its thread while the policy acts for the other half; True if preempted. Each stored step
-        is what the plain loop stores; the policy acts on the halves one after the other."""
-        env, policy, storage = self.env, self.policy, self.storage
+        is what the plain loop stores; the policy acts on the halves one after the other (normalized,
+        on what the plain loop's policy sees: the statistics stay fixed for a rollout)."""
+        env, policy, storage, norm = self.env, self.policy, self.storage, self.normalizer
         assert isinstance(env, SplitVectorEnv)
         self.prev_done = self.prev_done.copy()  # updated half by half below
         acted: list[Any] = [None, None]
+        seen: list[Any] = [None, None]  # what the policy acted on, per half: what the storage keeps
 
         def act(half: int, obs: Any) -> None:
             rows = env.rows[half]
+            if norm is not None:  # counted as in the plain loop: not on the step after an episode end
+                obs = norm.observation(obs, count=~self.prev_done[rows])
+            seen[half] = obs
             if self.policy_state is None:
                 out = policy.act(obs)
             else:  # as the plain loop: the state goes on; an autoreset step now means a reset observation next
@@ -189,16 +194,20 @@ class CWorker:
         num_steps = storage.config.num_steps
         for t in range(num_steps):
             more = t + 1 < num_steps and not (t + 1 >= min_steps and self._stop_round >= round_id >= 0)
+            obs = self.obs if norm is None else concat(*seen)  # (the plain loop's seen)
             outs, valid, steps = list(acted), ~self.prev_done, []
             for half in (0, 1):
                 step = env.step_wait(half)
+                if norm is not None:
+                    rows = env.rows[half]
+                    step = (step[0], norm.reward(step[1], step[2] | step[3], valid[rows], rows), *step[2:])
                 steps.append(step)
                 self.prev_done[env.rows[half]] = step[2] | step[3]
                 if more:  # this half's next step starts now, while the other half's still runs
                     act(half, step[0])
             (o0, r0, te0, tr0, info0), (o1, r1, te1, tr1, info1) = steps
             extras = {key: concat(outs[0].extras[key], outs[1].extras[key]) for key in outs[0].extras}
-            storage.insert(self.obs, concat(outs[0].action, outs[1].action), concat(r0, r1), concat(te0, te1),
+            storage.insert(obs, concat(outs[0].action, outs[1].action), concat(r0, r1), concat(te0, te1),
                            concat(tr0, tr1), valid, extras)
             for info, done in ((info0, te0 | tr0), (info1, te1 | tr1)):
                 if done.any():

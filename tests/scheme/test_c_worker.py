@@ -8,10 +8,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from colonyrl.envs.normalization import NormalizeConfig, RunningMeanStd, Statistics
 from colonyrl.launch.presets import preset
 from colonyrl.scheme.c_worker import CWorker
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.packets import Weights
+from colonyrl.scheme.packets import Rollout, Weights
 
 EXACT = ("obs", "actions", "rewards", "terminated", "truncated", "valid", "next_obs")
 
@@ -88,3 +89,46 @@ def test_a_double_buffered_cworker_resumes_from_its_state_exactly() -> None:
         _assert_same(straight, resumed.collect())
     finally:
         resumed.close()
+
+
+def _run_normalized(components: Components, double_buffered: bool, handed: list[Statistics] | None):
+    """Rollouts of rounds 1-4 of a fresh CWorker that is handed, after each round, ``handed``'s
+    statistics (None: its own running totals, as the Learner sends them down)."""
+    worker = CWorker(dataclasses.replace(components, env=components.env.replace(double_buffered=double_buffered)),
+                     0, "g0.c0")
+    try:
+        rollouts: list[Rollout] = []
+        totals: list[Statistics] = []
+        for round_id in range(1, 5):
+            rollouts.append(worker.collect(round_id=round_id))
+            total = Statistics.combine(totals[-1] if totals else None, rollouts[-1].normalizer)
+            assert total is not None
+            totals.append(total)
+            worker.set_weights(Weights(round_id, None, total if handed is None else handed[round_id - 1]))
+        return rollouts, totals, worker.normalizer.returns.copy()
+    finally:
+        worker.close()
+
+
+def test_double_buffered_normalized_collection_gives_the_plain_loops_rollouts() -> None:
+    """Observation and reward normalization by halves: each half counts its own rows and keeps
+    its own sub-envs' returns. Handed the plain loop's statistics between rounds, the halves store
+    what the plain loop stores, and the statistics they report are the plain loop's (up to the
+    rounding of merging half by half)."""
+    base = _components("ppo-cartpole", num_envs=5, num_steps=48)
+    components = dataclasses.replace(base, env=base.env.replace(normalize=NormalizeConfig(obs=True, reward=True)))
+    plain, plain_totals, plain_returns = _run_normalized(components, False, None)
+    split, split_totals, split_returns = _run_normalized(components, True, plain_totals)
+    for a, b in zip(plain, split, strict=True):
+        _assert_same(a, b)
+    for a, b in zip(plain_totals, split_totals, strict=True):
+        assert isinstance(a.obs, RunningMeanStd) and isinstance(b.obs, RunningMeanStd)
+        assert a.ret is not None and b.ret is not None
+        assert a.obs.count == b.obs.count and a.ret.count == b.ret.count
+        for x, y in ((a.obs.mean, b.obs.mean), (a.obs.var, b.obs.var), (a.ret.mean, b.ret.mean), (a.ret.var, b.ret.var)):
+            np.testing.assert_allclose(x, y, rtol=1e-9)
+    np.testing.assert_allclose(plain_returns, split_returns, rtol=1e-9)
+    assert sum(len(r.episodes.returns) for r in plain) > 0  # through episode ends and autoresets
+    assert plain_totals[-1].obs.count < 4 * 48 * 5  # the steps after an episode end were not counted
+    std = plain[-1].data["obs"].reshape(-1, 4).std(axis=0)  # normalized: raw, the cart position's is ~0.1
+    assert np.all((std > 0.3) & (std < 3.0)), std
