@@ -76,6 +76,31 @@ def test_sb3_vecnormalize_arithmetic() -> None:
     assert norm.delta.obs.count == 0
 
 
+def test_counted_steps_are_merged_in_bounded_batches_into_the_pooled_statistics() -> None:
+    """Steps wait unmerged at most FOLD_EVERY at a time; whenever the delta is read it holds every
+    counted observation and return, as the pooled data's mean and variance."""
+    norm = Normalizer(NormalizeConfig(obs=True, reward=True, gamma=0.9), (3,), num_envs=4)
+    norm.FOLD_EVERY = 7
+    rng = np.random.default_rng(0)
+    obs_seen, returns_seen, returns = [], [], np.zeros(4)
+    for step in range(40):
+        obs, count = rng.normal(5.0, 3.0, (4, 3)).astype(np.float32), rng.random(4) < 0.8
+        norm.observation(obs, count=count)
+        obs_seen.append(obs[count].astype(np.float64))
+        reward, done = rng.normal(size=4), rng.random(4) < 0.1
+        norm.reward(reward, done, count)
+        returns = np.where(count, returns * 0.9 + reward, returns)
+        returns_seen.append(returns[count])
+        returns[done] = 0.0
+        assert len(norm._seen_obs) < 7 and len(norm._seen_returns) < 7
+        if step in (3, 20):  # a read in between (a checkpoint) folds what waits
+            _assert_rms(norm.delta.obs, np.concatenate(obs_seen))
+    delta = norm.pop_delta()
+    _assert_rms(delta.obs, np.concatenate(obs_seen))
+    _assert_rms(delta.ret, np.concatenate(returns_seen))
+    assert norm.delta.obs.count == 0 and norm.delta.ret.count == 0
+
+
 def test_merged_statistics_of_four_cworkers_equal_the_pooled_data() -> None:
     """Four real CWorkers collect; their deltas, merged as a GWorker and the Learner do, are the
     statistics of every observation and discounted return the four saw. With empty statistics,
