@@ -123,7 +123,8 @@ class RunConfig(Config):
     #: (worker counts, resources) and these run settings from this command.
     resume: str | None = None
     #: Register the run's MLflow model (``runs:/<run id>/model``) as a new version of this
-    #: registered model in the MLflow Model Registry (None: do not register).
+    #: registered model in the MLflow Model Registry (None: do not register); with save_best_model,
+    #: the best model too, as the version the alias ``best`` points at (``models:/<name>@best``).
     register_model: str | None = None
     #: Keep the model of the best periodic evaluation (strictly greater mean return) in
     #: <output_dir>/<run id>/best/, and log it as the run's ``best_model`` MLflow model beside ``model``.

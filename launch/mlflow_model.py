@@ -37,13 +37,15 @@ import numpy as np
 import torch
 
 __all__ = ["PolicyModel", "save_mlflow_model", "log_model", "register_model", "BestModel", "log_best_model", "read_best",
-           "MODEL_FOLDER", "BEST_FOLDER", "BEST_MODEL_FOLDER", "OBS_INPUT", "STATE_INPUT"]
+           "MODEL_FOLDER", "BEST_FOLDER", "BEST_MODEL_FOLDER", "BEST_ALIAS", "OBS_INPUT", "STATE_INPUT"]
 
 #: The MLflow model's folder in the run folder, and its artifact path in the run.
 MODEL_FOLDER = "model"
 #: ``--save-best-model``: the model of the best periodic evaluation, in ``<run dir>/best/`` (``model.pt``,
 #: ``policy.pt2``, ``best.json``), and its MLflow model (``best/best_model/``, the run's ``best_model`` artifact).
 BEST_FOLDER, BEST_MODEL_FOLDER, BEST_INFO = "best", "best_model", "best.json"
+#: With ``--register-model NAME`` too, the best model is a version of NAME that this alias points at.
+BEST_ALIAS = "best"
 #: Input names of a recurrent policy's model (a Dict space's keys replace ``obs``).
 OBS_INPUT, STATE_INPUT = "obs", "state"
 
@@ -194,10 +196,13 @@ def save_mlflow_model(run_dir: str | os.PathLike[str], name: str = MODEL_FOLDER,
     return target
 
 
-def register_model(tracking_uri: str | None, run_id: str, artifact_uri: str, name: str) -> int:
-    """Register ``runs:/<run_id>/model`` as a new version of the registered model ``name`` (created
+def register_model(tracking_uri: str | None, run_id: str, artifact_uri: str, name: str,
+                   folder: str = MODEL_FOLDER, alias: str | None = None) -> int:
+    """Register ``runs:/<run_id>/<folder>`` as a new version of the registered model ``name`` (created
     if new) in the Model Registry at ``tracking_uri``, as ``mlflow.register_model`` does for a run
-    artifact, but at this URI rather than the global one. Returns the version number."""
+    artifact, but at this URI rather than the global one; ``alias`` (e.g. ``best``) then points at
+    that version (``models:/<name>@<alias>``; MLflow moves an alias that pointed elsewhere). Returns
+    the version number."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
@@ -207,7 +212,9 @@ def register_model(tracking_uri: str | None, run_id: str, artifact_uri: str, nam
     except MlflowException as e:
         if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    version = client.create_model_version(name, f"{artifact_uri}/{MODEL_FOLDER}", run_id=run_id)
+    version = client.create_model_version(name, f"{artifact_uri}/{folder}", run_id=run_id)
+    if alias is not None:
+        client.set_registered_model_alias(name, alias, version.version)
     return int(version.version)
 
 
@@ -224,19 +231,22 @@ def log_model(tracker: Any, run_dir: str | os.PathLike[str], register: str | Non
                       stacklevel=2)
         return None
     tracker.log_artifact(folder)  # a folder keeps its name: the run's model/ artifact
-    if register is None:
-        return None
-    later = (f"register it later with mlflow.register_model('runs:/{tracker.run_id}/{MODEL_FOLDER}', "
-             f"{register!r})")
+    return None if register is None else _register(tracker, register, MODEL_FOLDER)
+
+
+def _register(tracker: Any, register: str, folder: str, alias: str | None = None) -> int | None:
+    """:func:`register_model` of the run's ``folder`` artifact; a failure, or a server that does not
+    answer, warns with the call that registers it later and returns None."""
+    later = f"register it later with mlflow.register_model('runs:/{tracker.run_id}/{folder}', {register!r})"
     if tracker.server_down:
-        warnings.warn(f"the run's model was not registered as {register!r}: the tracking server {tracker.tracking_uri} "
-                      f"is unreachable. Once the run's fallback is imported (colonyrl tracking-import), {later}",
-                      stacklevel=2)
+        warnings.warn(f"the run's {folder} was not registered as {register!r}: the tracking server "
+                      f"{tracker.tracking_uri} is unreachable. Once the run's fallback is imported (colonyrl "
+                      f"tracking-import), {later}", stacklevel=3)
         return None
     try:
-        return register_model(tracker.tracking_uri, tracker.run_id, tracker.artifact_uri, register)
+        return register_model(tracker.tracking_uri, tracker.run_id, tracker.artifact_uri, register, folder, alias)
     except Exception as e:
-        warnings.warn(f"could not register the run's model as {register!r} ({e!r}); {later}", stacklevel=2)
+        warnings.warn(f"could not register the run's {folder} as {register!r} ({e!r}); {later}", stacklevel=3)
         return None
 
 
@@ -293,11 +303,13 @@ def read_best(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
     return {"eval_return": float(info["eval_return"]), "env_steps": int(info["env_steps"])}
 
 
-def log_best_model(tracker: Any, run_dir: str | os.PathLike[str]) -> bool:
+def log_best_model(tracker: Any, run_dir: str | os.PathLike[str], register: str | None = None) -> bool:
     """Log ``<run dir>/best/`` (if a periodic evaluation made one) as the run's ``best_model``
     artifact: ``model.pt``, ``policy.pt2`` and its MLflow model, whose metadata holds
     ``best_eval_return`` and ``best_env_steps``; both are also run metrics (at that env step), which
-    MLflow's run search and UI compare across runs. Returns whether it logged one; a failure warns."""
+    MLflow's run search and UI compare across runs. ``register``: also a version of that registered
+    model, with the alias :data:`BEST_ALIAS` (``models:/<name>@best``). Returns whether it logged one;
+    a failure warns."""
     folder = Path(run_dir) / BEST_FOLDER
     info = read_best(folder)
     if info is None:
@@ -312,4 +324,6 @@ def log_best_model(tracker: Any, run_dir: str | os.PathLike[str]) -> bool:
         tracker.log_artifact(folder / name, BEST_MODEL_FOLDER)
     tracker.log_artifact(model)  # a folder keeps its name: the run's best_model/ artifact
     tracker.log_metrics(metadata, step=info["env_steps"])
+    if register is not None:
+        _register(tracker, register, BEST_MODEL_FOLDER, BEST_ALIAS)
     return True

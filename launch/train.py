@@ -121,7 +121,7 @@ def train(cfg: TrainConfig, tags: dict[str, str] | None = None) -> TrainResult:
             log_model(tracker, model_dir, run.register_model)
             if run.save_best_model:  # the run's best_model artifact, if a periodic evaluation made one
                 from colonyrl.launch.mlflow_model import log_best_model
-                log_best_model(tracker, model_dir)
+                log_best_model(tracker, model_dir, run.register_model)
             if evaluations:  # periodic evaluations make a curve; without, it is final_eval_return alone
                 _log_curve(tracker, model_dir, evaluations, timing, (counters["env_steps"], final_at, final.mean))
         wall = time.perf_counter() - start

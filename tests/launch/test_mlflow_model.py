@@ -273,6 +273,10 @@ def _best_config(tmp: Path, uri: str, **run: object) -> TrainConfig:
     return cfg.replace(algo=cfg.algo.replace(num_epochs=1), run=RunConfig(**{**settings, **run}))
 
 
+#: The registered model of the --save-best-model run: its final model, then its best (alias "best").
+BEST_NAME = "colonyrl-best-test"
+
+
 def _first_best(evaluations: list[tuple[int, float]]) -> tuple[int, float]:
     """(env steps, return) of the first evaluation with the highest return: later equal ones do not replace it."""
     return max(evaluations, key=lambda e: (e[1], -e[0]))
@@ -282,7 +286,7 @@ def _first_best(evaluations: list[tuple[int, float]]) -> tuple[int, float]:
 def best_runs(tmp_path_factory, trained: dict) -> dict:
     """The --save-best-model run and its resume, in the module's store (its tables made once)."""
     tmp, uri = tmp_path_factory.mktemp("best-model"), trained["uri"]
-    first = train(_best_config(tmp, uri))
+    first = train(_best_config(tmp, uri, register_model=BEST_NAME))
     best = first.model_dir / BEST_FOLDER
     before = {"info": (best / "best.json").read_text(), "inode": (best / "model.pt").stat().st_ino,
               "artifacts": read_run(uri, first.run_id)["artifacts"]}
@@ -329,6 +333,22 @@ def test_evaluate_command_takes_the_best_model_uri(best_runs: dict, capsys) -> N
     assert cli.main(["evaluate", ref, "--episodes", "2", "--tracking-uri", best_runs["uri"]]) == 0
     out = capsys.readouterr().out
     assert "CartPole-v1: mean return" in out and f"(model trained for {steps:,} env steps)" in out
+
+
+def test_register_model_with_save_best_model_registers_the_best_under_the_alias_best(best_runs: dict,
+                                                                                      capsys) -> None:
+    import mlflow
+
+    first, uri = best_runs["first"], best_runs["uri"]
+    client = mlflow.MlflowClient(uri)
+    versions = sorted(client.search_model_versions(f"name='{BEST_NAME}'"), key=lambda v: int(v.version))
+    assert [(str(v.version), v.run_id, v.source.rsplit("/", 1)[-1]) for v in versions] == [
+        ("1", first.run_id, "model"), ("2", first.run_id, "best_model")]
+    assert str(client.get_model_version_by_alias(BEST_NAME, "best").version) == "2"
+    steps, value = _first_best(first.evaluations)
+    assert steps < first.counters["env_steps"]  # the best is not the final model: the versions differ
+    assert cli.main(["evaluate", f"models:/{BEST_NAME}@best", "--episodes", "2", "--tracking-uri", uri]) == 0
+    assert f"(model trained for {steps:,} env steps)" in capsys.readouterr().out
 
 
 def test_a_resumed_run_keeps_the_best_so_far_and_does_not_write_a_worse_one(best_runs: dict) -> None:
