@@ -70,13 +70,17 @@ def test_a_preempted_double_buffered_rollout_stops_where_the_plain_one_does() ->
         _assert_same(a, b)
 
 
-def test_a_double_buffered_cworker_resumes_from_its_state_exactly() -> None:
+@pytest.mark.parametrize("normalize", [NormalizeConfig(), NormalizeConfig(obs=True, reward=True)],
+                         ids=["plain", "normalized"])
+def test_a_double_buffered_cworker_resumes_from_its_state_exactly(normalize: NormalizeConfig) -> None:
     base = _components("ppo-cartpole")
-    components = dataclasses.replace(base, env=base.env.replace(double_buffered=True))
+    components = dataclasses.replace(base, env=base.env.replace(double_buffered=True, normalize=normalize))
     weights = Weights(0, components.build_algorithm(components.spaces()).get_weights())
     first = CWorker(components, 0, "g0.c0")
     try:
-        first.collect(weights)
+        rollout = first.collect(weights)
+        if rollout.normalizer is not None:  # normalizing with statistics of its own data from now on
+            first.set_weights(Weights(0, None, rollout.normalizer))
         state = first.get_state()
         straight = first.collect()
     finally:
@@ -86,7 +90,15 @@ def test_a_double_buffered_cworker_resumes_from_its_state_exactly() -> None:
     try:
         resumed.set_weights(weights)
         resumed.set_state(state)
-        _assert_same(straight, resumed.collect())
+        again = resumed.collect()
+        _assert_same(straight, again)
+        if normalize.enabled:  # the statistics, the unreported delta and each sub-env's return came back
+            assert straight.normalizer is not None and again.normalizer is not None
+            for x, y in ((straight.normalizer.obs, again.normalizer.obs), (straight.normalizer.ret, again.normalizer.ret)):
+                assert x.count == y.count > 0
+                np.testing.assert_array_equal(x.mean, y.mean)
+                np.testing.assert_array_equal(x.var, y.var)
+            np.testing.assert_array_equal(first.normalizer.returns, resumed.normalizer.returns)
     finally:
         resumed.close()
 
