@@ -13,13 +13,22 @@ import torch
 torch.set_num_threads(1)  # 2 cores: oversubscription made training 3-7x slower (platform.md §4)
 
 
+#: The xdist groups of ``ray`` tests: those on the session's Ray instance, and those (``own_ray``)
+#: whose Ray runs in a subprocess (launch scripts, CLI runs, ray.cluster_utils clusters, the soak).
+RAY_GROUPS = ("ray", "ray-own")
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups into the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (the README's ``-n 2 --dist loadgroup``), every ``ray`` test runs in one
-    worker, one after another: one Ray instance for them all, as without xdist, while the other
-    worker runs the tests that need no Ray (on 2 cores most of those use one)."""
+    """Under pytest-xdist (the README's ``-n 2 --dist loadgroup``), every ``ray`` test on the
+    session's instance runs in one worker, one after another: one Ray instance for them all, as
+    without xdist. The ``own_ray`` tests, each starting a Ray of its own in a subprocess, form a
+    second group, one after another: with the first group alone the other worker sat idle for
+    the last ~12 minutes of a 26-minute run (ray tests 1,534 s in all, the others 788 s)."""
     for item in items:
-        if item.get_closest_marker("ray") is not None:
+        if item.get_closest_marker("own_ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray-own"))
+        elif item.get_closest_marker("ray") is not None:
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 
@@ -29,8 +38,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     instances on 2 cores."""
     if not os.environ.get("PYTEST_XDIST_WORKER") or not session.config.getvalue("loadgroup"):
         return
-    ungrouped = [item.nodeid for item in session.items
-                 if item.get_closest_marker("ray") is not None and not item.nodeid.endswith("@ray")]
+    ungrouped = [item.nodeid for item in session.items if item.get_closest_marker("ray") is not None
+                 and not item.nodeid.endswith(tuple(f"@{group}" for group in RAY_GROUPS))]
     if ungrouped:
         raise pytest.UsageError(f"pytest-xdist did not group {len(ungrouped)} ray tests (e.g. {ungrouped[0]}): "
                                 f"pytest {pytest.__version__} with this pytest-xdist ignores xdist_group; "

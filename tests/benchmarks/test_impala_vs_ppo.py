@@ -34,6 +34,7 @@ def test_table_takes_medians_at_each_evaluation_point_and_marks_missing_ones() -
 
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.own_ray
 def test_tiny_run_reports_every_system_with_its_policy_lag(tmp_path: Path) -> None:
     out = tmp_path / "ivp.json"
     proc = subprocess.run([sys.executable, str(BENCH / "impala_vs_ppo.py"), "--seeds", "0", "--budget", "1500",

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.own_ray]
 
 
 def test_soak_runs_stops_by_time_and_writes_per_process_samples(tmp_path: Path) -> None:

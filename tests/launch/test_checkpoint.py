@@ -119,19 +119,23 @@ def test_resume_onto_other_worker_counts_keeps_the_mlflow_step_axis(ray_local, t
     assert read_run(mlflow_uri, first.run_id)["status"] == "FINISHED"
 
 
-def _ray_processes() -> set[int]:
-    out = set()
-    for p in psutil.process_iter(["name", "cmdline"]):
-        text = " ".join([p.info["name"] or ""] + (p.info["cmdline"] or []))
+def _ray_processes(driver: int) -> list[psutil.Process]:
+    """The Ray processes the run started (its GCS, raylet, workers, actors): the driver's
+    descendants, not those of the Ray instances other tests run beside it."""
+    out = []
+    for p in psutil.Process(driver).children(recursive=True):
+        try:
+            text = " ".join([p.name()] + p.cmdline())
+        except psutil.Error:
+            continue
         if "raylet" in text or "gcs_server" in text or "ray::" in text or "default_worker.py" in text:
-            out.add(p.pid)
+            out.append(p)
     return out
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sigterm_leaves_a_checkpoint_a_killed_run_and_no_processes(tmp_path: Path) -> None:
-    before = _ray_processes()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "colonyrl.launch.cli", "train", "--preset", "ppo-cartpole-ray",
@@ -146,6 +150,8 @@ def test_sigterm_leaves_a_checkpoint_a_killed_run_and_no_processes(tmp_path: Pat
     while proc.poll() is None and time.monotonic() < deadline and not list((tmp_path / "ckpt").glob("*/ckpt-*.pt")):
         time.sleep(0.5)
     assert proc.poll() is None, proc.communicate()
+    started = _ray_processes(proc.pid)
+    assert any("raylet" in " ".join(p.cmdline()) for p in started), "no raylet under the run: the check would be empty"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out + err
@@ -153,10 +159,10 @@ def test_sigterm_leaves_a_checkpoint_a_killed_run_and_no_processes(tmp_path: Pat
     state = load_checkpoint(run_dir)  # the newest: the one written on the way out
     assert state["learner"]["counters"]["env_steps"] > 2000
     assert read_run(uri, run_dir.name)["status"] == "KILLED"
-    deadline = time.monotonic() + 30
-    while _ray_processes() - before and time.monotonic() < deadline:
+    deadline = time.monotonic() + 30  # is_running: the same process (pid and start time), not a reused pid
+    while any(p.is_running() for p in started) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not (_ray_processes() - before), "Ray processes left behind"
+    assert not [p.pid for p in started if p.is_running()], "Ray processes left behind"
 
 
 def _run(tmp_path: Path, name: str, **run) -> RunConfig:

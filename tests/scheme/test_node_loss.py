@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.own_ray, pytest.mark.slow]
 
 SCRIPT = textwrap.dedent("""
     import json, sys, ray
