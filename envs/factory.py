@@ -347,8 +347,10 @@ class EnvConfig(Config):
         and uses next-step autoreset. The same ``(seed, worker_index)`` gives the same first
         observations; a different worker index gives different ones.
         """
-        cfg = self if num_envs is None else self.replace(num_envs=num_envs)
-        if cfg.double_buffered and cfg.num_envs >= 2:  # an evaluation env of one sub-env is not split
+        # an evaluation env of one sub-env is not split (nor refused: num_envs >= 2 is for training)
+        cfg = self if num_envs is None else self.replace(num_envs=num_envs, double_buffered=self.double_buffered
+                                                         and num_envs >= 2)
+        if cfg.double_buffered:
             first = cfg.num_envs // 2
             env: VectorEnv = SplitVectorEnv((cfg._vector(first, worker_index), cfg._vector(cfg.num_envs - first,
                                                                                             worker_index)))

@@ -175,10 +175,11 @@ def test_normalizing_non_float_observations_is_a_config_error_before_any_worker(
     assert e.value.field == "EnvConfig.normalize.obs"
 
 
-def _small(tmp_path: Path, name: str, **run) -> TrainConfig:
+def _small(tmp_path: Path, name: str, double_buffered: bool = False, **run) -> TrainConfig:
     base = preset("ppo-cartpole")
     return base.replace(
-        env=base.env.replace(num_envs=4, max_episode_steps=100, normalize=NormalizeConfig(obs=True, reward=True)),
+        env=base.env.replace(num_envs=4, max_episode_steps=100, normalize=NormalizeConfig(obs=True, reward=True),
+                             double_buffered=double_buffered),
         storage=base.storage.replace(num_steps=16), algo=base.algo.replace(num_epochs=2, minibatch_size=32),
         run=RunConfig(**{"eval_episodes": 1, "track": False, "progress": False, "checkpoint_every": 64,
                          "output_dir": str(tmp_path / name / "runs"), "checkpoint_dir": str(tmp_path / name / "ckpt"),
@@ -189,12 +190,13 @@ def _newest(folder: Path) -> dict:
     return load_checkpoint(max(folder.glob("*/ckpt-*.pt"), key=lambda p: p.name))
 
 
-def test_resume_restores_the_statistics_and_continues_exactly(tmp_path: Path) -> None:
-    straight = train(_small(tmp_path, "straight", total_env_steps=128))
-    first = train(_small(tmp_path, "split", total_env_steps=64))
+@pytest.mark.parametrize("double_buffered", [False, True], ids=["plain", "double-buffered"])
+def test_resume_restores_the_statistics_and_continues_exactly(tmp_path: Path, double_buffered: bool) -> None:
+    straight = train(_small(tmp_path, "straight", double_buffered, total_env_steps=128))
+    first = train(_small(tmp_path, "split", double_buffered, total_env_steps=64))
     saved = _newest(tmp_path / "split" / "ckpt")["learner"]
     assert saved["normalizer"]["obs"]["count"] > 0 and saved["normalizer"]["ret"]["count"] > 0
-    resumed = train(_small(tmp_path, "split", total_env_steps=128,
+    resumed = train(_small(tmp_path, "split", double_buffered, total_env_steps=128,
                            resume=str(max((tmp_path / "split" / "ckpt").glob("*/ckpt-*.pt"), key=lambda p: p.name))))
     assert first.counters["env_steps"] == 64 and resumed.counters == straight.counters
     a, b = _newest(tmp_path / "straight" / "ckpt")["learner"], _newest(tmp_path / "split" / "ckpt")["learner"]

@@ -118,6 +118,20 @@ def test_double_buffering_one_sub_env_is_a_config_error() -> None:
     EnvConfig(double_buffered=True, normalize=NormalizeConfig(obs=True, reward=True))  # by halves: tests/scheme
 
 
+def test_an_evaluation_env_of_one_episode_is_built_unsplit() -> None:
+    """``make(num_envs=1)`` (``--eval-episodes 1``) of a double-buffered config: one plain sub-env,
+    not a ConfigError; two or more are split as in training."""
+    config = EnvConfig(double_buffered=True, num_envs=4)
+    one, _ = config.make(num_envs=1)
+    two, _ = config.make(num_envs=2)
+    try:
+        assert not isinstance(one, SplitVectorEnv) and one.num_envs == 1
+        assert isinstance(two, SplitVectorEnv) and two.sizes == (1, 1)
+    finally:
+        one.close()
+        two.close()
+
+
 def test_a_partial_reset_mask_reaches_each_half_as_its_rows() -> None:
     plain, split = _pair(CARTPOLE)
     try:
