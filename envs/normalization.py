@@ -277,9 +277,8 @@ def normalize_obs_tree(obs: Any, rms: ObsStatistics, clip: float, epsilon: float
 def _counted(rms: ObsStatistics, obs: Any, rows: np.ndarray | None) -> Any:
     """A float64 copy of the observations ``obs[rows]`` (all if None) that ``rms`` counts: the
     array, or a dict of the normalized keys' arrays for a Dict."""
-    def pick(x: Any) -> np.ndarray:
-        x = np.asarray(x)
-        return np.array(x if rows is None else x[rows], np.float64)
+    def pick(x: Any) -> np.ndarray:  # one copy: indexing by a mask copies already
+        return np.array(x, np.float64) if rows is None else np.asarray(np.asarray(x)[rows], np.float64)
     return {key: pick(obs[key]) for key in rms} if isinstance(rms, dict) else pick(obs)
 
 

@@ -136,14 +136,15 @@ class _Journal:
     """
 
     def __init__(self, folder: Path, header: Record) -> None:
-        self.folder, self.path = folder, folder / JOURNAL_FILE
+        self.folder, self.path, self.header = folder, folder / JOURNAL_FILE, header
         if self.path.is_file():  # drop a last line cut by a crash, so that appends start a line
             os.truncate(self.path, self.path.read_bytes().rfind(b"\n") + 1)
-        records = list(self.read())
-        self.header = next((r for r in records if r["kind"] == "run"), header)
-        self.seq = records[-1]["seq"] if records else -1  # the last record written
-        self.acked = max((r["upto"] for r in records if r["kind"] == "ack"), default=-1)  # the last the server took
-        self.todo = Counter(r["kind"] for r in records  # records not acknowledged, by kind
+        self.seq = self.acked = -1  # the last record written, the last one the server took
+        for rec in self.read():  # streamed, twice: the journal of a days-long outage need not fit in memory
+            self.seq = rec["seq"]
+            self.header = rec if rec["kind"] == "run" else self.header
+            self.acked = max(self.acked, rec["upto"]) if rec["kind"] == "ack" else self.acked
+        self.todo = Counter(r["kind"] for r in self.read()  # records not acknowledged, by kind
                             if r["kind"] not in ("run", "ack") and r["seq"] > self.acked)
 
     def read(self) -> Iterator[Record]:
@@ -394,7 +395,6 @@ class Tracker:
                           f"metrics and artifacts of run {self.run_id} are journaled in {self.fallback_path} and sent "
                           f"when the server answers again (retried every {self.retry_min_s:g}-{self.retry_max_s:g} s).",
                           TrackingOutageWarning, stacklevel=4)
-        # The first retry retry_min_s after the server went away, each later one twice as late, up to retry_max_s.
         self._next_retry, self._retry_delay = now + self._retry_delay, min(2 * self._retry_delay, self.retry_max_s)
 
     def log_dict(self, obj: dict[str, Any], artifact_file: str) -> None:
