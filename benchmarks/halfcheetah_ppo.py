@@ -47,7 +47,8 @@ def colonyrl_rate(args: argparse.Namespace) -> dict[str, Any]:
             env=SCHEME.env.replace(num_envs=args.num_envs),
             algo=SCHEME.algo.replace(num_epochs=args.epochs),
             storage=SCHEME.storage.replace(num_steps=args.num_steps),
-            scheme=SCHEME.scheme.replace(num_grad_workers=args.grad_workers, num_col_workers=args.col_workers),
+            scheme=SCHEME.scheme.replace(num_grad_workers=args.grad_workers, num_col_workers=args.col_workers,
+                                          collection=args.collection, remote_cworkers=args.remote_cworkers),
             schedules=(),  # the lr annealing costs nothing; a shorter budget would change its slope only
             run=RunConfig(total_env_steps=args.steps, eval_episodes=1, track=False, progress=False,
                           output_dir=f"{tmp}/runs", checkpoint_dir=f"{tmp}/ckpt", checkpoint_every_min=None,
@@ -102,6 +103,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-envs", type=int, default=1, help="envs per CWorker (SB3: all of them in one VecEnv)")
     p.add_argument("--grad-workers", type=int, default=1)
     p.add_argument("--col-workers", type=int, default=1, help="CWorkers per GWorker")
+    p.add_argument("--collection", choices=["sync", "async"], default="sync",
+                   help="async: CWorkers collect the next round while the GWorker updates (policy lag)")
+    p.add_argument("--remote-cworkers", action="store_true",
+                   help="CWorkers as Ray actors even one per GWorker (the GWorker stays in this process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per side")
     p.add_argument("--in-process", action="store_true", help="both sides in this process (tests)")

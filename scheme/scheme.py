@@ -57,6 +57,10 @@ class SchemeConfig(Config):
     address: str | None = None
     #: Run even a single GWorker / CWorker as Ray actors (default: one of a kind stays in-process).
     force_remote: bool = False
+    #: Run the CWorkers as Ray actors even when each GWorker has only one, the GWorkers staying where
+    #: ``force_remote`` and their count put them. With one GWorker it runs in the driver while its one
+    #: CWorker collects in a process of its own: with async collection the two overlap on two cores.
+    remote_cworkers: bool = False
     grad_worker_resources: Resources = dataclasses.field(default_factory=Resources)
     col_worker_resources: Resources = dataclasses.field(default_factory=Resources)
     #: Sync collection: a round ends once this fraction of a GWorker's CWorkers delivered; the
@@ -108,7 +112,7 @@ class SchemeConfig(Config):
 
     @property
     def remote_col_workers(self) -> bool:
-        return self.force_remote or self.num_col_workers > 1
+        return self.force_remote or self.remote_cworkers or self.num_col_workers > 1
 
     @property
     def decentralized(self) -> bool:

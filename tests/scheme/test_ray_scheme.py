@@ -196,3 +196,29 @@ def test_remote_collection_is_reproducible_for_a_seed(ray_local) -> None:
     a, b = first_actions(), first_actions()
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], a[1])  # different workers sample different streams
+
+
+def test_remote_cworkers_puts_a_lone_cworker_in_its_own_process_beside_the_in_process_gworker(ray_local) -> None:
+    """``remote_cworkers``: one GWorker in the driver, its one CWorker a Ray actor. With async
+    collection the CWorker collects the next round while the GWorker computes (policy lag > 0)."""
+    import os
+
+    from colonyrl.scheme.g_worker import GWorker
+
+    cfg = _scheme(1, 1).replace(remote_cworkers=True, collection="async")
+    assert cfg.remote_col_workers and not cfg.remote_grad_workers
+    assert not _scheme(1, 1).remote_col_workers  # without it a lone CWorker stays in-process
+    with Scheme(cfg, _components()) as scheme:
+        learner = scheme.learner
+        gworker = learner.gworkers.workers[0]
+        assert isinstance(gworker, GWorker)  # in the driver, not an actor handle
+        (cworker_pid,) = gworker.cworkers.pids()
+        assert cworker_pid != os.getpid()
+        lags = []
+        for _ in range(8):  # 4 rounds of 2 updates (2 envs x 16 steps = one 32-sample minibatch, 2 epochs)
+            learner.step()
+            lags.append(learner.pop_metrics().get("policy_lag/g0.c0"))
+        assert learner.env_steps == 4 * 2 * 16
+    round_starts = [lag for lag in lags if lag is not None]
+    # every later round was collected while the one before it was learned: its weights are older
+    assert len(round_starts) == 4 and round_starts[0] == 0 and all(lag > 0 for lag in round_starts[1:]), lags
