@@ -13,12 +13,12 @@ from typing import Any
 
 _EXPORTS = {
     "EnvConfig": "colonyrl.envs.factory",
-    "WrapperConfig": "colonyrl.envs.factory",
+    "WrapperConfig": "colonyrl.envs.wrappers",
     "NormalizeConfig": "colonyrl.envs.normalization",
     "RunningMeanStd": "colonyrl.envs.normalization",
     "Statistics": "colonyrl.envs.normalization",
     "EnvHandle": "colonyrl.envs.factory",
-    "StepDelay": "colonyrl.envs.factory",
+    "StepDelay": "colonyrl.envs.wrappers",
     "env_seeds": "colonyrl.envs.factory",
     "reset_seeded": "colonyrl.envs.factory",
     "episode_stats": "colonyrl.envs.factory",

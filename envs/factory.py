@@ -26,9 +26,6 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
-import json
-import math
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -41,11 +38,16 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 from colonyrl.config import Config, ConfigError, param
 from colonyrl.envs import atari as _atari
 from colonyrl.envs import goal as _goal  # noqa: F401  registers colonyrl/BitFlip-v0 in every process
-from colonyrl.envs import wrappers as _wrappers  # registers colonyrl/... env ids; the wrapper names
 from colonyrl.envs.atari import AtariConfig
 from colonyrl.envs.normalization import NormalizeConfig
 from colonyrl.envs.snapshot import SubEnvState
 from colonyrl.envs.split import SplitVectorEnv
+from colonyrl.envs.wrappers import (  # registers colonyrl/... ids
+    StepDelay,
+    WrapperConfig,
+    check_json,
+    check_wrappers,
+)
 
 __all__ = ["EnvConfig", "WrapperConfig", "EnvHandle", "StepDelay", "env_seeds", "reset_seeded", "episode_stats",
            "check_json", "route_mujoco_warnings"]
@@ -73,95 +75,6 @@ def _action_space_seeds(seed: int, worker_index: int) -> tuple[int, int]:
     child = np.random.SeedSequence([worker_index, seed]).spawn(1)[0]
     batched, single = child.generate_state(2)
     return int(batched), int(single)
-
-
-class StepDelay(gymnasium.Wrapper):
-    """Sleeps ``delay_s`` seconds before every ``step``: a slow (I/O-bound) env for benchmarks and
-    straggler tests. Module-level so that it pickles into ``AsyncVectorEnv`` workers."""
-
-    def __init__(self, env: gymnasium.Env, delay_s: float) -> None:
-        super().__init__(env)
-        self.delay_s = float(delay_s)
-
-    def step(self, action: Any) -> Any:
-        time.sleep(self.delay_s)
-        return self.env.step(action)
-
-
-def check_json(where: str, value: Any) -> None:
-    """Raise :class:`ConfigError` naming the first entry of ``value`` that is not JSON: a dict with
-    string keys, a list or tuple, a string, a finite number, a bool or None (nested freely)."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):  # JSON has no NaN or infinity
-            raise ConfigError(where, value, "a JSON value (numbers finite)")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            check_json(f"{where}[{i}]", item)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError(f"{where}[{key!r}]", key, "a string key (JSON objects have string keys)")
-            check_json(f"{where}.{key}", item)
-        return
-    raise ConfigError(where, value, "a JSON value: dict (string keys), list, string, number, bool or None")
-
-
-def _as_arguments(value: Any) -> Any:
-    """JSON lists as tuples (gymnasium's wrappers take shapes as tuples: ``ResizeObservation``
-    rejects a list), everything else as it is."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_as_arguments(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _as_arguments(v) for k, v in value.items()}
-    return value
-
-
-@dataclass(frozen=True, kw_only=True)
-class WrapperConfig(Config):
-    """One entry of :attr:`EnvConfig.wrappers`: a wrapper class by name, with keyword arguments.
-
-    ``name`` is one of gymnasium's single-env wrappers (``gymnasium.wrappers.<name>``, e.g.
-    ``"TimeAwareObservation"``, ``"FrameStackObservation"``, ``"ClipAction"``) or colonyrl's own
-    (``"RemoveVelocity"``: envs/wrappers.py); :class:`EnvConfig` checks it and the keywords against
-    the wrapper's signature. ``kwargs`` are JSON values; lists reach the wrapper as tuples.
-    """
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def _check(self) -> None:
-        check_json(f"{type(self).__name__}.kwargs", self.kwargs)
-
-    def wrap(self, env: gymnasium.Env) -> gymnasium.Env:
-        cls = _wrappers.wrapper_class(self.name)
-        if cls is None:
-            raise ConfigError("WrapperConfig.name", self.name, _wrappers.unknown_wrapper_message(self.name))
-        return cls(env, **_as_arguments(self.kwargs))
-
-    @staticmethod
-    def parse_list(text: str) -> tuple[WrapperConfig, ...]:
-        """Wrappers from JSON (the command line's ``--env.wrappers``): a list whose entries are a
-        name, or ``{"name": ..., "kwargs": {...}}``."""
-        entries = json.loads(text)
-        if not isinstance(entries, list):
-            raise ConfigError("EnvConfig.wrappers", text, 'a JSON list of names or {"name": ..., "kwargs": {...}}')
-        out = []
-        for i, entry in enumerate(entries):
-            if isinstance(entry, str):
-                entry = {"name": entry}
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or set(entry) - {"name", "kwargs"}:
-                raise ConfigError(f"EnvConfig.wrappers[{i}]", entry, 'a name or {"name": ..., "kwargs": {...}}')
-            out.append(WrapperConfig(name=entry["name"], kwargs=entry.get("kwargs") or {}))
-        return tuple(out)
-
-    @staticmethod
-    def list_json(wrappers: tuple[WrapperConfig, ...]) -> str:
-        """The inverse of :meth:`parse_list`."""
-        return json.dumps([{"name": w.name, "kwargs": w.kwargs} if w.kwargs else w.name for w in wrappers])
 
 
 def _make_sub_env(
@@ -266,17 +179,7 @@ class EnvConfig(Config):
         check_json(f"{name}.kwargs", self.kwargs)
         if _atari.is_ale_id(self.id) or self.vectorization == "ale":
             self._check_ale()
-        for i, wrapper in enumerate(self.wrappers):
-            cls = _wrappers.wrapper_class(wrapper.name)
-            if cls is None:
-                raise ConfigError(f"{name}.wrappers[{i}].name", wrapper.name,
-                                  _wrappers.unknown_wrapper_message(wrapper.name))
-            bad = _wrappers.check_wrapper_kwargs(cls, wrapper.kwargs)
-            if bad is not None:
-                key, allowed = bad
-                field_name = f"{name}.wrappers[{i}].kwargs" + (f".{key}" if key else "")
-                raise ConfigError(field_name, wrapper.kwargs.get(key, wrapper.kwargs) if key else wrapper.kwargs,
-                                  allowed)
+        check_wrappers(f"{name}.wrappers", self.wrappers)
         where = f"{name}.id"
         env_name = self.id
         if ":" in self.id:  # "module:Env-v0": the module registers the env on import

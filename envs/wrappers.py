@@ -10,7 +10,9 @@
 * :func:`wrapper_class` / :func:`wrapper_names`: a declarative wrapper list names gymnasium's
   single-env wrappers (``gymnasium.wrappers.__all__``) or colonyrl's own (:data:`PROJECT_WRAPPERS`)
   by class name, with keyword arguments; :func:`check_wrapper_kwargs` checks those against the
-  wrapper's signature before any env is built.
+  wrapper's signature before any env is built; :class:`WrapperConfig` is one entry of that list
+  (``EnvConfig.wrappers``), :func:`check_wrappers` checks a list of them.
+* :class:`StepDelay` sleeps before every step: a slow env for benchmarks and straggler tests.
 
 The ids are registered when this module is imported; envs/factory.py imports it, so every
 process that builds an env (a CWorker, a Ray worker, an evaluation) knows them.
@@ -20,13 +22,20 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
+import math
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium
 import numpy as np
 
+from colonyrl.config import Config, ConfigError
+
 __all__ = ["RemoveVelocity", "VELOCITY_INDICES", "cartpole_no_velocity", "CARTPOLE_NO_VELOCITY", "PROJECT_WRAPPERS",
-           "EXCLUDED_WRAPPERS", "wrapper_names", "wrapper_class", "unknown_wrapper_message", "check_wrapper_kwargs"]
+           "EXCLUDED_WRAPPERS", "wrapper_names", "wrapper_class", "unknown_wrapper_message", "check_wrapper_kwargs",
+           "WrapperConfig", "StepDelay", "check_json", "check_wrappers"]
 
 #: The velocity entries of classic-control observations, by env id.
 VELOCITY_INDICES: dict[str, tuple[int, ...]] = {"CartPole-v1": (1, 3)}
@@ -136,3 +145,106 @@ def check_wrapper_kwargs(cls: type, kwargs: dict[str, Any]) -> tuple[str, str] |
     if missing:
         return "", f"keyword arguments with {', '.join(map(repr, missing))} (required by {cls.__name__}: {described})"
     return None
+
+
+class StepDelay(gymnasium.Wrapper):
+    """Sleeps ``delay_s`` seconds before every ``step``: a slow (I/O-bound) env for benchmarks and
+    straggler tests. Module-level so that it pickles into ``AsyncVectorEnv`` workers."""
+
+    def __init__(self, env: gymnasium.Env, delay_s: float) -> None:
+        super().__init__(env)
+        self.delay_s = float(delay_s)
+
+    def step(self, action: Any) -> Any:
+        time.sleep(self.delay_s)
+        return self.env.step(action)
+
+
+def check_json(where: str, value: Any) -> None:
+    """Raise :class:`ConfigError` naming the first entry of ``value`` that is not JSON: a dict with
+    string keys, a list or tuple, a string, a finite number, a bool or None (nested freely)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):  # JSON has no NaN or infinity
+            raise ConfigError(where, value, "a JSON value (numbers finite)")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_json(f"{where}[{i}]", item)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}[{key!r}]", key, "a string key (JSON objects have string keys)")
+            check_json(f"{where}.{key}", item)
+        return
+    raise ConfigError(where, value, "a JSON value: dict (string keys), list, string, number, bool or None")
+
+
+def _as_arguments(value: Any) -> Any:
+    """JSON lists as tuples (gymnasium's wrappers take shapes as tuples: ``ResizeObservation``
+    rejects a list), everything else as it is."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_arguments(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_arguments(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class WrapperConfig(Config):
+    """One entry of :attr:`EnvConfig.wrappers`: a wrapper class by name, with keyword arguments.
+
+    ``name`` is one of gymnasium's single-env wrappers (``gymnasium.wrappers.<name>``, e.g.
+    ``"TimeAwareObservation"``, ``"FrameStackObservation"``, ``"ClipAction"``) or colonyrl's own
+    (``"RemoveVelocity"``: envs/wrappers.py); :class:`EnvConfig` checks it and the keywords against
+    the wrapper's signature. ``kwargs`` are JSON values; lists reach the wrapper as tuples.
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def _check(self) -> None:
+        check_json(f"{type(self).__name__}.kwargs", self.kwargs)
+
+    def wrap(self, env: gymnasium.Env) -> gymnasium.Env:
+        cls = wrapper_class(self.name)
+        if cls is None:
+            raise ConfigError("WrapperConfig.name", self.name, unknown_wrapper_message(self.name))
+        return cls(env, **_as_arguments(self.kwargs))
+
+    @staticmethod
+    def parse_list(text: str) -> tuple[WrapperConfig, ...]:
+        """Wrappers from JSON (the command line's ``--env.wrappers``): a list whose entries are a
+        name, or ``{"name": ..., "kwargs": {...}}``."""
+        entries = json.loads(text)
+        if not isinstance(entries, list):
+            raise ConfigError("EnvConfig.wrappers", text, 'a JSON list of names or {"name": ..., "kwargs": {...}}')
+        out = []
+        for i, entry in enumerate(entries):
+            if isinstance(entry, str):
+                entry = {"name": entry}
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or set(entry) - {"name", "kwargs"}:
+                raise ConfigError(f"EnvConfig.wrappers[{i}]", entry, 'a name or {"name": ..., "kwargs": {...}}')
+            out.append(WrapperConfig(name=entry["name"], kwargs=entry.get("kwargs") or {}))
+        return tuple(out)
+
+    @staticmethod
+    def list_json(wrappers: tuple[WrapperConfig, ...]) -> str:
+        """The inverse of :meth:`parse_list`."""
+        return json.dumps([{"name": w.name, "kwargs": w.kwargs} if w.kwargs else w.name for w in wrappers])
+
+
+def check_wrappers(where: str, wrappers: tuple[WrapperConfig, ...]) -> None:
+    """Raise :class:`ConfigError` naming the first entry of ``wrappers`` (``where[i]``) whose name is
+    not a known wrapper or whose keywords its signature does not take."""
+    for i, wrapper in enumerate(wrappers):
+        cls = wrapper_class(wrapper.name)
+        if cls is None:
+            raise ConfigError(f"{where}[{i}].name", wrapper.name, unknown_wrapper_message(wrapper.name))
+        bad = check_wrapper_kwargs(cls, wrapper.kwargs)
+        if bad is not None:
+            key, allowed = bad
+            raise ConfigError(f"{where}[{i}].kwargs" + (f".{key}" if key else ""),
+                              wrapper.kwargs.get(key, wrapper.kwargs) if key else wrapper.kwargs, allowed)
