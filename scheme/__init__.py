@@ -19,6 +19,11 @@ async collection and gradients, the async ones over one ``InFlight`` pool; centr
 update) and ``scheme/worker_set.py`` (``CWorkerSet.collect``, ``GWorkerSet.step``: typed calls over
 one worker group, ``InProcess`` or ``remote.RayActors``).
 
+Off the data path, so that its six files read in at most 1,500 lines (tests/scheme/test_layering.py
+counts them): the workers' runtime changes, checkpoint state and introspection (``scheme/control.py``),
+the Learner's runtime changes (``scheme/changes.py``) and metrics window (``scheme/metrics.py``), the
+scheme's config (``scheme/scheme_config.py``), the declarative wrappers (``envs/wrappers.py``).
+
 Nothing here imports Ray at import time; Ray is imported only when a scheme has remote workers.
 """
 

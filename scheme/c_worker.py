@@ -8,7 +8,6 @@ its receiver is remote (the ``compress="auto"`` decision).
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -17,18 +16,18 @@ import torch
 from colonyrl.agents.base import initial_state
 from colonyrl.envs.factory import episode_stats
 from colonyrl.envs.normalization import Normalizer, obs_shapes
-from colonyrl.envs.snapshot import restore, snapshot
 from colonyrl.envs.split import SplitVectorEnv, concat, take
 from colonyrl.scheme.components import Components
+from colonyrl.scheme.control import CWorkerControl, node_id
 from colonyrl.scheme.packets import EpisodeStats, Rollout, Weights
 from colonyrl.scheme.runtime import init_process
 from colonyrl.scheme.wire import Compressor
-from colonyrl.storage.layout import flatten_tree, tree_map
+from colonyrl.storage.layout import flatten_tree
 
 __all__ = ["CWorker", "action_sampling_seed"]
 
 
-class CWorker:
+class CWorker(CWorkerControl):
     """One collection worker.
 
     Args:
@@ -72,7 +71,7 @@ class CWorker:
         # In one process, or on one node (Ray's shared memory, zero-copy for numpy), the arrays go
         # as they are: packing would only add copies (measured: 52 ms to pack 58 MB raw vs 0.02 ms
         # to hand numpy over out-of-band). Only a remote receiver gets the lz4 envelope.
-        compressor = None if receiver_node is None else Compressor(compress, same_node=receiver_node == _node_id())
+        compressor = None if receiver_node is None else Compressor(compress, same_node=receiver_node == node_id())
         self.compressor = compressor if compressor is not None and compressor.active else None
 
     # -- weights -----------------------------------------------------------------------------
@@ -236,82 +235,6 @@ class CWorker:
         delta = None if self.normalizer is None else self.normalizer.pop_delta()
         return Rollout(self.version, self.name, payload, steps, episodes, info, delta)
 
-    # -- runtime changes (issue 3): applied between rollouts, acknowledged by name -------------
-    def update_parameter(self, kind: str, name: str, value: object) -> str:
-        self.components = self.components.with_parameter(kind, name, value)
-        {"algo": self.policy, "storage": self.storage}[kind].update_parameter(name, value)
-        return self.name
-
-    def replace_component(self, kind: str, config: object) -> str:
-        self.components = self.components.with_component(kind, config)
-        if kind == "env":  # a curriculum step: the same spaces, a new env (same seeds per sub-env)
-            self.env.close()
-            self.env, self.obs = self.components.env.make(seed=self.components.seed, worker_index=self.index)
-            self.num_envs = self.env.num_envs
-            self.prev_done = np.zeros(self.num_envs, dtype=bool)
-            self._reset_policy_state()  # new episodes everywhere
-            self.storage = self._build_storage()
-            if self.normalizer is not None:  # the shared statistics go on; the returns start again
-                old, self.normalizer = self.normalizer, self._build_normalizer()
-                assert self.normalizer is not None
-                self.normalizer.statistics, self.normalizer.delta = old.statistics, old.delta
-        elif kind == "storage":
-            self.storage = self._build_storage()
-        return self.name
-
-    # -- checkpoints: taken between rollouts (the storage is empty then) ----------------------
-    def get_state(self) -> dict[str, Any]:
-        return {"name": self.name, "obs": tree_map(lambda a: torch.from_numpy(np.array(a)), self.obs),  # Dict: per key
-                "prev_done": torch.from_numpy(self.prev_done.copy()), "env": snapshot(self.env),
-                "torch_rng": torch.get_rng_state(),
-                "policy": self.policy.state_dict(),
-                # a stateful policy's state (e.g. an LSTM's h and c), carried across rollouts
-                "policy_state": None if self.policy_state is None else torch.from_numpy(np.array(self.policy_state)),
-                "episode_start": torch.from_numpy(self.episode_start.copy()),
-                "storage": None if self.storage.on_policy else self.storage.state_dict(),
-                # the statistics it normalizes with, its unreported delta, each sub-env's return
-                "normalizer": None if self.normalizer is None else self.normalizer.state_dict()}
-
-    def set_state(self, state: dict[str, Any]) -> str:
-        report = restore(self.env, state["env"])
-        if not report.exact:  # e.g. MuJoCo: its simulator state is not in Python attributes
-            missed = {layer.type: layer.missed for layer in report.layers if layer.missed}
-            warnings.warn(f"{self.name}: the env resumes approximately, not saved: {missed}", stacklevel=2)
-        self.obs = tree_map(lambda t: t.numpy().copy(), state["obs"])
-        self.prev_done = state["prev_done"].numpy().copy()
-        torch.set_rng_state(state["torch_rng"])  # the action sampling stream
-        self.policy.load_state_dict(state.get("policy", {}))  # exploration state (noise, ...)
-        self._reset_policy_state()
-        if state.get("policy_state") is not None and self.policy_state is not None:
-            self.policy_state = state["policy_state"].numpy().copy()
-        if state.get("episode_start") is not None:
-            self.episode_start = state["episode_start"].numpy().copy()
-        if state.get("storage") is not None:  # a replay memory's CWorker side: its step counter
-            self.storage.load_state_dict(state["storage"])
-        if state.get("normalizer") is not None and self.normalizer is not None:
-            self.normalizer.load_state_dict(state["normalizer"])
-        return self.name
-
-    def inspect(self) -> dict[str, object]:
-        """What this worker runs with now (tests query every worker with it)."""
-        return {"name": self.name, "components": self.components, "env_id": self.components.env.id,
-                "num_envs": self.num_envs, "algo": self.components.algo, "storage": self.storage.config,
-                "has_optimizer": hasattr(self.policy, "optimizer"),
-                "normalizer": None if self.normalizer is None else self.normalizer.statistics}
-
-    # -- introspection (tests, health checks) ------------------------------------------------
-    def ping(self) -> str:
-        return self.name
-
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
-    def node(self) -> str:
-        """The Ray node this worker runs on (as an actor)."""
-        return _node_id()
-
     def close(self) -> None:
         self.env.close()
 
@@ -322,10 +245,3 @@ def action_sampling_seed(seed: int, index: int) -> int:
     it apart from the env seeds), 63 bits."""
     word = np.random.SeedSequence([index, seed, 0x5EED]).generate_state(1, np.uint64)[0]
     return int(word >> np.uint64(1))
-
-
-def _node_id() -> str:
-    """The Ray node this process runs on (only called when running as an actor)."""
-    from colonyrl.scheme import remote
-
-    return remote.node_id()

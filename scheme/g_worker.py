@@ -12,7 +12,6 @@ mode.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,19 +23,19 @@ from colonyrl.agents.base import move_to
 from colonyrl.agents.base import num_samples as batch_num_samples
 from colonyrl.envs.normalization import Statistics
 from colonyrl.scheme.components import Components
-from colonyrl.scheme.devices import resolve_device, to_cpu, to_device
+from colonyrl.scheme.control import GWorkerControl
+from colonyrl.scheme.devices import resolve_device, to_device
 from colonyrl.scheme.packets import EpisodeStats, GradientPacket, UpdateResult, Weights
 from colonyrl.scheme.runtime import init_process
 from colonyrl.scheme.strategies import CollectionStrategy, SyncCollection, all_finite
 from colonyrl.scheme.wire import Packed, unpack
 from colonyrl.scheme.worker_set import CWorkerSet, CWorkerSpec
-from colonyrl.storage.replay import MemoryPart
 from colonyrl.storage.rollout import Moments
 
 __all__ = ["GWorker"]
 
 
-class GWorker:
+class GWorker(GWorkerControl):
     """One gradient worker.
 
     Args:
@@ -172,35 +171,6 @@ class GWorker:
             return UpdateResult(False, nonfinite=True)
         return UpdateResult(True, metrics=self.algo.apply_gradients(averaged))
 
-    # -- decentralized update ------------------------------------------------------------------------
-    def free_address(self) -> str:
-        from colonyrl.scheme.collective import free_address
-
-        return free_address()
-
-    def init_allreduce(self, address: str, rank: int, world_size: int, timeout_s: float) -> str:
-        from colonyrl.scheme.collective import AllReduce
-
-        # the parameters' device picks the backend (gloo for CPU, nccl for CUDA) and the buffer's place
-        self.allreduce = AllReduce(address, rank, world_size, timeout_s, self.algo.parameters()[0].device)
-        return self.name
-
-    def leave_allreduce(self) -> str:
-        """Leave the group (before a new one is formed without a lost GWorker)."""
-        if self.allreduce is not None:
-            self.allreduce.close()
-            self.allreduce = None
-        return self.name
-
-    def algo_state(self) -> dict[str, Any]:
-        """Weights and optimizer state, for a re-created GWorker to copy (decentralized)."""
-        return {"version": self.version, "algo": to_cpu(self.algo.state_dict())}
-
-    def set_algo_state(self, state: dict[str, Any]) -> str:
-        self.algo.load_state_dict(state["algo"])
-        self.version = state["version"]
-        return self.name
-
     def _collect(self) -> None:
         """One collection round into the storage, GAE included; what it reports (env steps,
         episodes, timings) goes out with the next packet."""
@@ -242,83 +212,10 @@ class GWorker:
         self._next_batch = next(self._batches, None)
         self._prepared = False
 
-    # -- runtime changes (issue 3): take effect at the next minibatch / collection round ------------
-    def update_parameter(self, kind: str, name: str, value: object) -> list[str]:
-        """Apply here, and in every CWorker if collection uses it; return the names of the workers
-        that applied it. CWorkers re-created later are built with it either way."""
-        self.components = self.cworkers.components = self.components.with_parameter(kind, name, value)
-        if kind == "storage":
-            self.storage.update_parameter(name, value)
-        elif self.owns_algo:
-            self.algo.update_parameter(name, value)
-        if not self.components.used_in_collection(kind, name):
-            return [self.name]
-        return [self.name, *self.cworkers.update_parameter(kind, name, value)]
-
-    def replace_component(self, kind: str, config: object) -> list[str]:
-        self.components = self.cworkers.components = self.components.with_component(kind, config)
-        if kind == "storage":  # the batch in use keeps its data; the next round uses the new storage
-            # (a new replay memory starts empty: replacing the memory drops its contents, by design)
-            self.storage = self._build_storage()
-        return [self.name, *self.cworkers.replace_component(kind, config)]
-
-    # -- checkpoints: taken between collection rounds (no minibatch iterator in flight) ----------------
     def at_round_boundary(self) -> bool:
+        """No minibatch iterator in flight: a new round is next (checkpoints are taken only then).
+        Runtime changes, checkpoint state and inspection: scheme/control.py."""
         return self._next_batch is None and not self._prepared
-
-    def get_state(self) -> dict[str, Any]:
-        """Everything this GWorker and its CWorkers need to continue exactly (not the weights and
-        optimizer: the Learner holds those, or, decentralized, ``algo`` below)."""
-        if not self.at_round_boundary():
-            raise RuntimeError(f"{self.name}: state is taken between collection rounds only")
-        return {"name": self.name, "version": self.version, "generator": self.generator.get_state(),
-                "algo": to_cpu(self.algo.state_dict()) if self.owns_algo else None,
-                # on-policy storage is empty between rounds; off-policy storage (replay) is saved
-                "storage": None if self.storage.on_policy else self.storage.state_dict(),
-                "cworkers": self.cworkers.get_states()}
-
-    def set_state(self, state: dict[str, Any]) -> str:
-        self.version = state["version"]
-        self.generator.set_state(state["generator"])
-        if self.owns_algo and state["algo"] is not None:
-            self.algo.load_state_dict(state["algo"])
-        if state.get("storage") is not None:
-            self.storage.load_state_dict(state["storage"])
-        saved = {s["name"]: s for s in state["cworkers"]}
-        self.cworkers.set_states([saved[n] for n in self.cworkers.names])
-        return self.name
-
-    def seed_storage(self, part: MemoryPart) -> str:
-        """Start the replay memory with ``part`` of the saved memories (a resume onto other worker
-        counts: ``ReplayMemory.redistribute``)."""
-        self.storage.seed(part)
-        return self.name
-
-    def inspect(self) -> dict[str, Any]:
-        return {"name": self.name, "components": self.components, "algo": self.algo.config,
-                "storage": self.storage.config,
-                "optimizer_lrs": [g["lr"] for opt in _optimizers(self.algo) for g in opt.param_groups],
-                "device": str(self.device), "allreduce_backend": None if self.allreduce is None else self.allreduce.backend,
-                "cworkers": self.cworkers.inspect()}
-
-    # -- introspection ---------------------------------------------------------------------------
-    def ping(self) -> str:
-        return self.name
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def node(self) -> str:
-        """The Ray node this worker runs on (as an actor)."""
-        from colonyrl.scheme import remote
-
-        return remote.node_id()
-
-    def cworker_nodes(self) -> list[str]:
-        return self.cworkers.nodes()
-
-    def get_weights(self) -> Weights:
-        return Weights(self.version, self.algo.get_weights())
 
     def close(self) -> None:
         self.collection.close(self.cworkers)
@@ -335,12 +232,3 @@ def _per_worker_bytes(rollouts: list[Any]) -> dict[str, float]:
             key = f"rollout_bytes_{kind}/{r.worker}"
             out[key] = out.get(key, 0.0) + r.info.get(f"{kind}_bytes", 0.0)
     return out
-
-
-def _optimizers(algo: Any) -> list[torch.optim.Optimizer]:
-    """Every optimizer an algorithm has (attributes that are optimizers, or dicts of them), for inspection."""
-    found = []
-    for value in vars(algo).values():
-        found.extend(v for v in (value.values() if isinstance(value, dict) else [value])
-                     if isinstance(v, torch.optim.Optimizer))
-    return found

@@ -8,81 +8,29 @@ checkpoint restores: policy version, env steps, updates, episodes.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from colonyrl.agents.base import EndsRounds
 from colonyrl.envs.normalization import Statistics
+from colonyrl.scheme.changes import Change, RuntimeChanges
 from colonyrl.scheme.components import Components
 from colonyrl.scheme.devices import to_cpu
-from colonyrl.scheme.packets import EpisodeStats, GradientPacket, Weights
+from colonyrl.scheme.metrics import COUNT_KEYS, FIGURE_PREFIXES, TIME_KEYS, Metrics
+from colonyrl.scheme.packets import GradientPacket, Weights
 from colonyrl.scheme.strategies import GradientStrategy, UpdateStrategy
 from colonyrl.scheme.worker_set import GWorkerSet
 
 __all__ = ["Learner", "Metrics", "Change", "NonFiniteError"]
-
-# Packet info keys that are durations: summed over a logging window and reported as time shares.
-_TIMES = {"collect_time_s": "collection", "prepare_time_s": "prepare", "grad_time_s": "gradients"}
-# Packet info keys ``<prefix><worker>`` that are per-worker figures (``worker_figures``, launch/topology.py).
-_FIGURES = ("collect_fps/", "policy_lag/", "rollout_bytes_raw/", "rollout_bytes_wire/", "restarts/")
-# Packet info keys that are counts of events since the worker's previous packet: running totals.
-_COUNTS = ("dropped_rollouts", "dropped_env_steps", "restarts", "gworker_restarts", "lost_env_steps", "preemptions",
-           "nonfinite_updates")
 
 
 class NonFiniteError(FloatingPointError):
     """Too many non-finite updates in a row: training stops (the weights are the last good ones)."""
 
 
-class Metrics:
-    """Means (and sums for durations and bytes) of everything reported since the last ``pop``."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
-        self.returns: list[np.ndarray] = []
-        self.lengths: list[np.ndarray] = []
-
-    def add(self, values: Mapping[str, float]) -> None:
-        for k, v in values.items():
-            self.sums[k] += v
-            self.counts[k] += 1
-
-    def add_episodes(self, episodes: EpisodeStats) -> None:
-        if episodes.returns.size:
-            self.returns.append(episodes.returns)
-            self.lengths.append(episodes.lengths)
-
-    def pop(self) -> tuple[dict[str, float], dict[str, float], np.ndarray, np.ndarray]:
-        means = {k: self.sums[k] / self.counts[k] for k in self.sums}
-        sums = dict(self.sums)
-        returns = np.concatenate(self.returns) if self.returns else np.zeros(0)
-        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0)
-        self.__init__()  # type: ignore[misc]
-        return means, sums, returns, lengths
-
-
-class Change(NamedTuple):
-    """A runtime change: what, to which value, when it took effect, and who acknowledged it."""
-
-    kind: str  # "algo" / "storage" for parameters; "env" / "test_env" / "storage" for components
-    name: str  # parameter name, or "component"
-    value: Any
-    env_steps: int
-    version: int
-    workers: tuple[str, ...]
-
-
-#: Runtime changes the Learner keeps in memory (the newest); a linear schedule makes one per update,
-#: so a run of days would otherwise grow without bound. ``train()`` streams every change to MLflow
-#: and to ``changes.log`` as it happens (``changes_since``).
-MAX_KEPT_CHANGES = 1000
-
-
-class Learner:
+class Learner(RuntimeChanges):
     """Gathers gradients from the GWorkerSet, applies them, broadcasts versioned weights."""
 
     def __init__(self, algo: Any, gworkers: GWorkerSet, gradients: GradientStrategy, update: UpdateStrategy,
@@ -105,7 +53,7 @@ class Learner:
         #: overcounts them (the update-to-data cap is per gradient step).
         self.gradient_steps = 0
         self.num_episodes = 0
-        self.totals = dict.fromkeys(_COUNTS, 0)
+        self.totals = dict.fromkeys(COUNT_KEYS, 0)
         self.metrics = Metrics()
         self._round_env_steps: dict[str, int] = {}  # per GWorker: env steps of its round in progress
         self._weights: Weights | None = None
@@ -121,7 +69,7 @@ class Learner:
         self._window_start = time.perf_counter()
         self._window_steps = 0
         #: Per-worker figures since this Learner was built, never popped (launch/topology.py reads
-        #: them): the packets' ``_FIGURES`` keys, and per GWorker its env steps, gradient bytes, lag.
+        #: them): the packets' ``FIGURE_PREFIXES`` keys, and per GWorker its env steps, gradient bytes, lag.
         self.worker_figures = Metrics()
         self.created_at = self._window_start
 
@@ -164,11 +112,11 @@ class Learner:
             if p.normalizer is not None:
                 self.normalizer = Statistics.combine(self.normalizer, p.normalizer)
             self.metrics.add_episodes(p.episodes)
-            for key in _COUNTS:
+            for key in COUNT_KEYS:
                 self.totals[key] += int(p.info.get(key, 0))
             self.metrics.add({k: v for k, v in p.info.items() if k not in self.totals and not k.startswith("restarts/")})
             grad_bytes = sum(g.nbytes for g in p.grads or () if isinstance(g, np.ndarray))  # numpy: on the wire
-            self.worker_figures.add({**{k: v for k, v in p.info.items() if k.startswith(_FIGURES)},
+            self.worker_figures.add({**{k: v for k, v in p.info.items() if k.startswith(FIGURE_PREFIXES)},
                                      f"env_steps/{p.worker}": p.env_steps, f"gradient_bytes/{p.worker}": grad_bytes})
             if p.num_samples:  # an idle GWorker (waiting for the others to end a round) has no lag
                 self.gradient_steps += 1
@@ -283,59 +231,6 @@ class Learner:
             memories.append(memory)
         self.gworkers.seed_storage(type(memories[0]).redistribute(memories, len(self.gworkers.names)))
 
-    # -- runtime changes: validated here first, so a bad one changes nothing anywhere ------------------
-    def update_algorithm_parameter(self, name: str, value: Any) -> Change:
-        """Change an algorithm hyperparameter (e.g. ``lr``) in every worker that uses it (every
-        GWorker; CWorkers only if acting uses it); acknowledged by each of them."""
-        return self._update_parameter("algo", name, value)
-
-    def update_storage_parameter(self, name: str, value: Any) -> Change:
-        """Change a storage parameter (e.g. ``gamma``) in every worker that uses it; acknowledged."""
-        return self._update_parameter("storage", name, value)
-
-    def replace_component(self, kind: str, config: Any) -> Change:
-        """Replace the train env (a curriculum step), the test env or the storage, everywhere."""
-        components = self.components.with_component(kind, config)  # raises before anything changes
-        self.gworkers.components = components  # a GWorker re-created from now on is built with it
-        acks = self._acknowledged(f"replace_component{(kind, config)}", self.gworkers.replace_component(kind, config))
-        self.components = components
-        return self._record(kind, "component", config, acks)
-
-    def _update_parameter(self, kind: str, name: str, value: Any) -> Change:
-        components = self.components.with_parameter(kind, name, value)  # raises before anything changes
-        if kind == "algo":
-            self.algo.update_parameter(name, value)
-        self.gworkers.components = components
-        # CWorkers are told only what collection uses (the algorithm and storage declare it).
-        expected = (self.worker_names if components.used_in_collection(kind, name) else self.gworkers.names)
-        acks = self._acknowledged(f"update_parameter{(kind, name)}", self.gworkers.update_parameter(kind, name, value),
-                                  expected)
-        self.components = components
-        return self._record(kind, name, value, acks)
-
-    def _acknowledged(self, what: str, per_gworker: Sequence[Sequence[str]],
-                      expected: Sequence[str] | None = None) -> tuple[str, ...]:
-        """The names of the workers that applied a change (per GWorker: it and its CWorkers); every
-        ``expected`` worker (default: all) must be among them."""
-        acks = tuple(name for names in per_gworker for name in names)
-        missing = set(self.worker_names if expected is None else expected) - set(acks)
-        if missing:
-            raise RuntimeError(f"{what} was not acknowledged by {sorted(missing)}")
-        return acks
-
-    def _record(self, kind: str, name: str, value: Any, acks: tuple[str, ...]) -> Change:
-        change = Change(kind, name, value, self.env_steps, self.version, acks)
-        self.changes.append(change)
-        self.num_changes += 1
-        if len(self.changes) > 2 * MAX_KEPT_CHANGES:  # trimmed in blocks: amortized O(1) per change
-            del self.changes[:-MAX_KEPT_CHANGES]
-        return change
-
-    def changes_since(self, count: int) -> list[Change]:
-        """The changes made after the first ``count`` (of ``num_changes``) that are still kept."""
-        new = self.num_changes - count
-        return self.changes[len(self.changes) - min(new, len(self.changes)):] if new > 0 else []
-
     # -- reporting ---------------------------------------------------------------------------------
     def pop_metrics(self) -> dict[str, float]:
         """Everything since the previous call, named as it is logged to MLflow."""
@@ -353,7 +248,7 @@ class Learner:
         if returns.size:
             out.update(episode_return=float(returns.mean()), episode_return_max=float(returns.max()),
                        episode_length=float(lengths.mean()))
-        for key, name in _TIMES.items():
+        for key, name in TIME_KEYS.items():
             if key in sums:
                 out[f"time_share_{name}"] = sums[key] / wall
         out["time_share_update"] = sums.get("update_time_s", 0.0) / wall

@@ -63,9 +63,10 @@ def test_a_long_schedule_keeps_learner_memory_bounded_and_changes_log_complete(t
     """A linear schedule makes a change whenever the env-step counter moves (here once per
     1,024-step round): the Learner keeps only the newest ``MAX_KEPT_CHANGES`` (here 1), while MLflow
     and ``changes.log`` still get every one of them."""
+    from colonyrl.scheme import changes as changes_module
     from colonyrl.scheme import learner as learner_module
 
-    monkeypatch.setattr(learner_module, "MAX_KEPT_CHANGES", 1)
+    monkeypatch.setattr(changes_module, "MAX_KEPT_CHANGES", 1)
     kept: list[int] = []
     step = learner_module.Learner.step
 

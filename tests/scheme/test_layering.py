@@ -40,3 +40,26 @@ def test_the_engine_imports_no_algorithm() -> None:
 
 def test_the_config_base_is_a_leaf() -> None:
     assert not {m for m in _imports(ROOT / "config.py") if m.startswith("colonyrl")}
+
+
+#: Issue 9: the data path, env.step -> optimizer.step, reads in at most this many lines of its files.
+DATA_PATH_MAX_LINES = 1500
+
+
+def test_the_hop_list_names_real_functions_and_its_files_read_in_at_most_1500_lines() -> None:
+    """scheme/__init__.py's hop list (``file :: Class.method``): every file and function it names
+    exists, there are at most 6 files, and together they are at most 1,500 lines."""
+    import importlib
+    import re
+
+    doc = importlib.import_module("colonyrl.scheme").__doc__
+    hops = re.findall(r"^\d\. ``(\S+\.py) :: (\S+)``", doc, flags=re.MULTILINE)
+    assert len(hops) == 6, hops
+    for path, qualname in hops:
+        target = importlib.import_module("colonyrl." + path[:-3].replace("/", "."))
+        for part in qualname.split("."):
+            target = getattr(target, part)  # AttributeError: the hop list names what is not there
+        assert callable(target), (path, qualname)
+    files = sorted({path for path, _ in hops})
+    lines = {path: len((ROOT / path).read_text().splitlines()) for path in files}
+    assert len(files) <= 6 and sum(lines.values()) <= DATA_PATH_MAX_LINES, lines
