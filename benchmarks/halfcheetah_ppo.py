@@ -6,7 +6,8 @@ the ppo-halfcheetah preset's settings (CleanRL's ``ppo_continuous_action.py``): 
 torch thread per process. SB3's ``vf_coef`` is 1.0 where ours is 0.5 (our value loss carries
 CleanRL's 0.5 factor), which changes no cost. colonyrl's scheme is a flag (``--grad-workers``,
 ``--col-workers``, ``--num-envs``): more workers collect and compute gradients in parallel, SB3
-runs in one process.
+runs in one process. ``--collection async --remote-cworkers``: the one CWorker collects the next
+round in its own process while the in-process GWorker learns (a policy lag of one round's updates).
 
 What is timed: the training loop only. colonyrl: ``train()``'s time from the first round to the
 end of the last (``TrainResult.train_end_s - setup_time_s - eval_time_s``: no worker start-up, no
@@ -17,6 +18,7 @@ Usage::
 
     .venv/bin/python benchmarks/halfcheetah_ppo.py                      # 20480 steps each (minutes)
     .venv/bin/python benchmarks/halfcheetah_ppo.py --grad-workers 2 --col-workers 2
+    .venv/bin/python benchmarks/halfcheetah_ppo.py --collection async --remote-cworkers  # overlapped
     .venv/bin/python benchmarks/halfcheetah_ppo.py --quick              # smoke run (~10 s)
 """
 
