@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -58,7 +60,19 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store, created (its schema migrated) once per test process. A new
+    store's migrations cost ~3.6 s here, a copy of this one ~0.05 s; the copy is the same store."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def mlflow_uri(tmp_path) -> str:
-    """A real MLflow sqlite store in a temporary folder."""
+def mlflow_uri(tmp_path, mlflow_template) -> str:
+    """A real MLflow sqlite store in a temporary folder (a copy of the empty, migrated template)."""
+    shutil.copyfile(mlflow_template, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

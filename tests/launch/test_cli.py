@@ -160,8 +160,8 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
                      id="apex_dqn_cartpole_ray", marks=(pytest.mark.ray, pytest.mark.own_ray)),
     ],
 )
-def test_launch_script_runs_end_to_end(script: str, extra: list[str], tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_launch_script_runs_end_to_end(script: str, extra: list[str], tmp_path: Path, mlflow_uri: str) -> None:
+    uri = mlflow_uri
     out = _run([sys.executable, "-m", f"colonyrl.launch.scripts.{script}", "--total-env-steps", "1000",
                 "--eval-episodes", "2", "--tracking-uri", uri, "--output-dir", str(tmp_path / "runs"), *extra],
                tmp_path)
