@@ -48,6 +48,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                 "install the pytest the test extra pins (pyproject.toml)")
 
 
+@pytest.fixture(autouse=True)
+def _cwd_is_the_tests_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own temporary folder, so what a run writes to relative defaults
+    (``RunConfig.checkpoint_dir`` "checkpoints", the MLflow fallback journal's "runs", and the
+    "./mlruns" artifact root MLflow gives a sqlite store's new experiments) lands there and not in
+    the checkout: a clean clone's CI run left checkpoints/ and mlruns/ in the repository before."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray instance shared by every test marked ``ray`` in this session."""

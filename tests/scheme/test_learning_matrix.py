@@ -3,6 +3,11 @@
 Training stops at a periodic evaluation of 500 (every episode perfect), not 475: a policy that
 just reached 475 on the periodic seeds scored 437-462 on the final evaluation's own seeds in CI
 (async gradients, where timing makes every run different).
+
+Sync collection, sync gradients and the central update on 2 x 2 are not repeated here: the same
+mode learns CartPole-v1 to >= 475 on its final evaluation in
+tests/scheme/test_ray_scheme.py::test_ray_2x2_scheme_learns_cartpole_and_tracks_lag_and_fps
+(dropped from here for CI time: each case costs 35-90 s on the session's one Ray instance).
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ SMALL = Resources(num_cpus=0.25)
 
 
 @pytest.mark.parametrize(("collection", "gradients", "update"), [
-    ("sync", "sync", "central"), ("async", "sync", "central"), ("sync", "async", "central"),
-    ("async", "async", "central"), ("sync", "sync", "decentralized"),
+    ("async", "sync", "central"), ("sync", "async", "central"), ("async", "async", "central"),
+    ("sync", "sync", "decentralized"),
 ])
 def test_mode_learns_cartpole(ray_local, tmp_path, collection: str, gradients: str, update: str) -> None:
     cfg = TrainConfig(
