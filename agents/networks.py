@@ -40,6 +40,7 @@ from colonyrl.agents.distributions import (
     squash_action,
 )
 from colonyrl.agents.encoders import EncoderKind, Obs, make_encoder
+from colonyrl.agents.mlp import MLP
 from colonyrl.config import Config, ConfigError, param
 
 __all__ = ["ActorCriticConfig", "ActorCriticBase", "ActorCritic", "PolicyExport", "example_batch", "export_module",
@@ -90,7 +91,7 @@ def _linear(n_in: int, n_out: int, gain: float, ortho: bool) -> nn.Linear:
     return layer
 
 
-def _mlp(n_in: int, cfg: ActorCriticConfig, n_out: int | None, out_gain: float) -> nn.Sequential:
+def _mlp(n_in: int, cfg: ActorCriticConfig, n_out: int | None, out_gain: float) -> MLP:
     """Hidden layers with activations, then an output layer unless ``n_out`` is None."""
     layers: list[nn.Module] = []
     for h in cfg.hidden_sizes:
@@ -98,7 +99,7 @@ def _mlp(n_in: int, cfg: ActorCriticConfig, n_out: int | None, out_gain: float) 
         n_in = h
     if n_out is not None:
         layers.append(_linear(n_in, n_out, out_gain, cfg.ortho_init))
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 class ActorCriticBase(nn.Module):

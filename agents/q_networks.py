@@ -26,6 +26,7 @@ from torch import nn
 
 from colonyrl.agents.distributions import tanh_log_det_jacobian
 from colonyrl.agents.encoders import Encoder, make_encoder
+from colonyrl.agents.mlp import MLP
 from colonyrl.config import ConfigError
 
 __all__ = ["obs_encoder", "ActionScaler", "mlp", "SquashedGaussianActor", "DeterministicActor",
@@ -88,7 +89,7 @@ def _linear(n_in: int, n_out: int, gain: float, ortho: bool) -> nn.Linear:
 
 
 def mlp(n_in: int, net: Any, n_out: int | None, out_gain: float = 1.0,
-        hidden: tuple[int, ...] | None = None) -> nn.Sequential:
+        hidden: tuple[int, ...] | None = None) -> MLP:
     """``net.hidden_sizes`` (or ``hidden``) Linear+activation layers, then a Linear to ``n_out``
     unless it is None."""
     layers: list[nn.Module] = []
@@ -97,7 +98,7 @@ def mlp(n_in: int, net: Any, n_out: int | None, out_gain: float = 1.0,
         n_in = h
     if n_out is not None:
         layers.append(_linear(n_in, n_out, out_gain, net.ortho_init))
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 def _last(n_in: int, net: Any) -> int:
