@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -14,6 +15,9 @@ import torch
 
 torch.set_num_threads(1)  # 2 cores: oversubscription made training 3-7x slower (platform.md §4)
 
+
+#: The checkout (tests/ is one of its folders).
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The xdist groups of ``ray`` tests: those on the session's Ray instance, and those (``own_ray``)
 #: whose Ray runs in a subprocess (launch scripts, CLI runs, ray.cluster_utils clusters, the soak).
@@ -48,12 +52,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                 "install the pytest the test extra pins (pyproject.toml)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cwd_is_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The test process works in a temporary folder, and every test in its own (below), so what a
+    run writes to relative defaults (``RunConfig.checkpoint_dir`` "checkpoints", the MLflow
+    fallback journal's "runs", and the "./mlruns" artifact root MLflow gives a sqlite store's new
+    experiments) lands there and not in the checkout: a clean clone's CI run left checkpoints/ and
+    mlruns/ in the repository before. This one is for module-scoped fixtures (the training runs of
+    tests/launch/test_mlflow_model.py), which are set up before any test's own folder exists."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _cwd_is_the_tests_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs in its own temporary folder, so what a run writes to relative defaults
-    (``RunConfig.checkpoint_dir`` "checkpoints", the MLflow fallback journal's "runs", and the
-    "./mlruns" artifact root MLflow gives a sqlite store's new experiments) lands there and not in
-    the checkout: a clean clone's CI run left checkpoints/ and mlruns/ in the repository before."""
+    """Each test runs in its own temporary folder (see ``_cwd_is_a_temporary_folder``)."""
     monkeypatch.chdir(tmp_path)
 
 
@@ -63,8 +77,13 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=4, object_store_memory=256 * 1024**2,
-                 include_dashboard=False, log_to_driver=False)
+        # Ray puts the driver's working directory at ray.init on its workers' sys.path: it must be
+        # the checkout's, where actors defined in test modules (tests.scheme.test_remote) import
+        # from, although the tests themselves run in temporary folders.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(ROOT)
+            ray.init(address="local", num_cpus=4, object_store_memory=256 * 1024**2,
+                     include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
