@@ -72,9 +72,19 @@ def nstep_returns(rewards: np.ndarray, terminated: np.ndarray, truncated: np.nda
             raise ValueError(f"{name} must be [T, N] = {rewards.shape}, got {np.shape(mask)}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    steps = rewards.shape[0]
     terminated, valid = np.asarray(terminated, bool), np.asarray(valid, bool)
-    ended = terminated | np.asarray(truncated, bool)
+    if n == 1:  # the loop of _summed_returns at k = 0 alone, without its bookkeeping (SAC and TD3
+        # store every env step through here): each valid step is a complete transition, next obs[t + 1]
+        return (np.where(valid, rewards, 0.0).astype(np.float32), valid.astype(np.int64),
+                np.where(valid, np.float32(gamma), np.float32(1.0)), valid & terminated, np.ones(rewards.shape, bool))
+    return _summed_returns(rewards, terminated, np.asarray(truncated, bool), valid, gamma, n)
+
+
+def _summed_returns(rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, valid: np.ndarray,
+                    gamma: float, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`nstep_returns` for any ``n``, on checked bool masks."""
+    steps = rewards.shape[0]
+    ended = terminated | truncated
     returns = np.zeros(rewards.shape, np.float64)  # summed in float64, handed out as float32
     offset = np.zeros(rewards.shape, np.int64)
     done = np.zeros(rewards.shape, bool)

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from colonyrl.storage.nstep import nstep_returns
+from colonyrl.storage.nstep import _summed_returns, nstep_returns
 from colonyrl.storage.replay import ReplayConfig, ReplayMemory
 
 OBS_SPACE = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
@@ -73,6 +73,18 @@ def test_one_step_is_the_plain_transition():
     np.testing.assert_allclose(discounts, 0.9)
     np.testing.assert_array_equal(done, terminated)
 
+
+
+def test_one_step_shortcut_equals_the_general_lookahead_bit_for_bit():
+    """n = 1 skips the lookahead loop: the same arrays, dtypes and bits as the loop gives at n = 1,
+    with terminations, truncations and autoreset steps."""
+    rewards, terminated, truncated, valid = synthetic(50, 3, np.random.default_rng(7))
+    fast = nstep_returns(rewards, terminated, truncated, valid, 0.97, 1)
+    general = _summed_returns(rewards, terminated, truncated, valid, 0.97, 1)
+    assert (~valid).any() and terminated.any() and truncated.any()
+    for name, a, b in zip(("returns", "next_offset", "discounts", "done", "complete"), fast, general, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
 
 def reference(rewards, terminated, truncated, valid, gamma, n):
     """One env, one step at a time: the definition."""
