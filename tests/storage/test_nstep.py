@@ -74,7 +74,6 @@ def test_one_step_is_the_plain_transition():
     np.testing.assert_array_equal(done, terminated)
 
 
-
 def test_one_step_shortcut_equals_the_general_lookahead_bit_for_bit():
     """n = 1 skips the lookahead loop: the same arrays, dtypes and bits as the loop gives at n = 1,
     with terminations, truncations and autoreset steps."""
@@ -85,6 +84,7 @@ def test_one_step_shortcut_equals_the_general_lookahead_bit_for_bit():
     for name, a, b in zip(("returns", "next_offset", "discounts", "done", "complete"), fast, general, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         np.testing.assert_array_equal(a, b, err_msg=name)
+
 
 def reference(rewards, terminated, truncated, valid, gamma, n):
     """One env, one step at a time: the definition."""
