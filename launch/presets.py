@@ -37,6 +37,7 @@ PRESETS: dict[str, str] = {
     "ppo-atari-pong": "colonyrl.launch.scripts.ppo_atari_pong",
     "dqn-atari-pong": "colonyrl.launch.scripts.dqn_atari_pong",
     "ppo-halfcheetah": "colonyrl.launch.scripts.ppo_halfcheetah",
+    "ppo-halfcheetah-fast": "colonyrl.launch.scripts.ppo_halfcheetah_fast",
     "sac-halfcheetah": "colonyrl.launch.scripts.sac_halfcheetah",
 }
 DEFAULT_PRESET = "ppo-cartpole"

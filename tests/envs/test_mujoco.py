@@ -82,3 +82,30 @@ def test_ppo_and_sac_take_a_gradient_step_on_halfcheetah(algo: str) -> None:
     after = learner.parameters()
     assert all(bool(torch.isfinite(p).all()) for p in after)
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("script", "extra"),
+    [
+        pytest.param("ppo_halfcheetah", ["--storage.num-steps", "256", "--algo.num-epochs", "1"], id="ppo"),
+        pytest.param("ppo_halfcheetah_fast", ["--algo.num-epochs", "1"], id="ppo-fast"),
+        pytest.param("sac_halfcheetah", ["--algo.learning-starts", "400"], id="sac"),
+    ],
+)
+def test_halfcheetah_launch_script_runs_end_to_end(script: str, extra: list[str], tmp_path) -> None:
+    """Each HalfCheetah launch script as a user runs it, in its own process, on a tiny budget."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", f"colonyrl.launch.scripts.{script}", "--total-env-steps", "512",
+                          "--eval-episodes", "1", "--no-track", "--output-dir", str(tmp_path / "runs"),
+                          "--checkpoint-dir", str(tmp_path / "ckpt"), *extra],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "final evaluation: mean return" in out.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    saved = torch.load(run_dir / "model.pt", weights_only=True)
+    assert saved["counters"]["env_steps"] >= 512
+    assert saved["config"]["env"]["num_envs"] == preset(script.replace("_", "-")).env.num_envs

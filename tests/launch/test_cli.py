@@ -118,8 +118,8 @@ def test_presets_and_help_list_the_generated_flags(tmp_path: Path) -> None:
     assert set(lines) == {"ppo-cartpole", "ppo-cartpole-ray", "ppo-pendulum", "sac-pendulum", "sac-pendulum-ray",
                           "td3-pendulum", "ddpg-pendulum", "dqn-cartpole", "pg-cartpole", "a2c-cartpole", "ppo-kl-cartpole",
                           "ppo-lstm-cartpole-novel", "impala-cartpole-ray", "appo-cartpole-ray", "dqn-her-bitflip",
-                          "ppo-atari-pong", "dqn-atari-pong", "ppo-halfcheetah", "sac-halfcheetah",
-                          "a3c-cartpole-ray", "ddppo-cartpole-ray", "apex-dqn-cartpole-ray"}
+                          "ppo-atari-pong", "dqn-atari-pong", "ppo-halfcheetah", "ppo-halfcheetah-fast",
+                          "sac-halfcheetah", "a3c-cartpole-ray", "ddppo-cartpole-ray", "apex-dqn-cartpole-ray"}
     assert "(default)" in lines["ppo-cartpole"]
     for name, line in lines.items():  # each with its algorithm and env
         # the algorithm's name ends with the preset's first word ("recurrent-ppo" for "ppo-lstm-..."),
