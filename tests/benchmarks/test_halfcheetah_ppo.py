@@ -24,3 +24,15 @@ def test_quick_mode_times_both_sides(tmp_path: Path) -> None:
         assert result[side]["env_steps"] == 512 and result[side]["seconds"] > 0
         assert result[side]["fps"] == pytest.approx(512 / result[side]["seconds"])
     assert result["speedup"] == pytest.approx(result["colonyrl"]["fps"] / result["sb3"]["fps"])
+
+
+def test_fast_preset_is_timed_against_sb3_at_its_own_and_at_cleanrls_settings(tmp_path: Path) -> None:
+    out = tmp_path / "hc.json"
+    assert halfcheetah_ppo.main(["--quick", "--in-process", "--preset", "ppo-halfcheetah-fast",
+                                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["num_envs"] == 8 and result["config"]["minibatch_size"] == 256
+    for side in ("colonyrl", "sb3", "sb3-cleanrl"):
+        assert result[side]["env_steps"] == 512 and result[side]["seconds"] > 0
+    assert result["speedup"] == pytest.approx(result["colonyrl"]["fps"] / result["sb3"]["fps"])
+    assert result["speedup_vs_sb3_cleanrl"] == pytest.approx(result["colonyrl"]["fps"] / result["sb3-cleanrl"]["fps"])
