@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from colonyrl.agents.tensors import as_tensor, copy_into, leading_dim, load_grad
 from colonyrl.config import ConfigError, from_dict
 
 __all__ = ["ReplayBatchLike", "td_target", "polyak_update", "as_tensor", "copy_into", "module_arrays",
-           "load_module_arrays", "grad_norm", "grads_of", "ReplayConfigMixin", "OffPolicyAlgorithm", "OffPolicyPolicy"]
+           "load_module_arrays", "grad_norm", "grads_of", "ConcurrentLosses", "ReplayConfigMixin", "OffPolicyAlgorithm", "OffPolicyPolicy"]
 
 
 class ReplayBatchLike(Protocol):
@@ -82,6 +83,45 @@ def grads_of(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.T
     """d loss / d params only: no ``.grad`` is touched, so e.g. the actor loss, whose graph runs
     through the critic, leaves the critic's gradients alone."""
     return list(torch.autograd.grad(loss, list(params), allow_unused=True, materialize_grads=True))
+
+
+T = TypeVar("T")
+
+
+class ConcurrentLosses:
+    """Runs an update's independent loss-and-gradient computations on up to ``threads`` threads.
+
+    Why: with one torch thread per process, SAC's critic objective (target, twin Q, backward) and
+    its actor objective (reparameterized sample through the critic, backward) are two graphs that
+    share only read-only weights; torch releases the GIL inside its kernels and autograd, so on a
+    second core the two run at once. Each task must draw no random numbers (the caller draws them
+    first, in a fixed order) and write no shared state: then the results are bit-identical to
+    running them one after the other (``threads=1``), which is what happens in the same order.
+    The pool is made on first use and is not part of a pickled or copied algorithm."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = int(threads)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, first: Callable[[], T], *rest: Callable[[], T]) -> list[T]:
+        """``[first(), *[task() for task in rest]]``; ``rest`` on the pool's threads while ``first``
+        runs on the caller's, when ``threads`` > 1."""
+        if self.threads == 1 or not rest:
+            return [first(), *(task() for task in rest)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="colonyrl-loss")
+        futures = [self._pool.submit(task) for task in rest]
+        try:
+            head = first()
+        finally:  # never leave a task running on the weights after this returns or raises
+            wait(futures)
+        return [head, *(f.result() for f in futures)]  # a task's exception is raised here
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"threads": self.threads, "_pool": None}
+
+    def __deepcopy__(self, memo: dict) -> ConcurrentLosses:
+        return ConcurrentLosses(self.threads)
 
 
 class ReplayConfigMixin:

@@ -122,11 +122,16 @@ class SquashedGaussianActor(nn.Module):
         h = self.latent(self.encoder(obs))
         return self.mu(h), torch.clamp(self.log_std(h), LOG_STD_MIN, LOG_STD_MAX)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def noise(self, n: int, device: torch.device | None = None) -> torch.Tensor:
+        """eps ~ N(0, I) [n, A] for ``sample``, from torch's global RNG."""
+        return torch.randn(n, self.mu.out_features, device=device)
+
+    def sample(self, obs: torch.Tensor, eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterized sample a = tanh(mu + sigma * eps) in [-1, 1]^A and its log-density [B]:
-        log N(u; mu, sigma) - sum log(1 - tanh(u)^2) (paper eq. 21)."""
+        log N(u; mu, sigma) - sum log(1 - tanh(u)^2) (paper eq. 21). ``eps``: ``noise(B)`` drawn
+        by the caller (None: drawn here)."""
         mean, log_std = self(obs)
-        eps = torch.randn_like(mean)
+        eps = torch.randn_like(mean) if eps is None else eps
         raw = mean + log_std.exp() * eps
         logp = (-0.5 * eps.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1) - tanh_log_det_jacobian(raw)
         return torch.tanh(raw), logp

@@ -26,6 +26,7 @@ import torch
 
 from colonyrl.agents.base import ActOut, GradientResult
 from colonyrl.agents.off_policy import (
+    ConcurrentLosses,
     OffPolicyAlgorithm,
     OffPolicyPolicy,
     ReplayConfigMixin,
@@ -73,6 +74,10 @@ class SACConfig(ReplayConfigMixin, Config):
     #: CleanRL's sac_atari.py uses 0.89). With few actions 0.98 is nearly unreachable and alpha keeps
     #: growing (seen on CartPole, |A| = 2: alpha > 100 by 20k steps; 0.3 kept it near 0.2).
     target_entropy_scale: float = param(0.98, gt=0, le=1, runtime=True)
+    #: Threads for one update's gradients: 2 computes the critic's and the actor's objectives at
+    #: once on two cores (``ConcurrentLosses``; the same numbers as 1). Each GWorker then uses two
+    #: cores while it computes: for in-process runs with a core to spare, not for one GWorker per core.
+    loss_threads: int = param(1, ge=1, le=2)
     name: ClassVar[str] = "sac"
     acting_parameters: ClassVar[frozenset[str]] = frozenset()  # SAC explores by sampling
 
@@ -184,6 +189,7 @@ class SAC(OffPolicyAlgorithm):
         self.optimizers = {name: torch.optim.Adam(group, lr=config.lr, fused=True)  # fused: fastest on CPU (agents/ppo.py)
                            for name, group in self._groups.items()}
         self.n_updates = 0
+        self.concurrent = ConcurrentLosses(config.loss_threads)
 
     def _build(self, observation_space: gym.Space, action_space: gym.Space, network: Any) -> None:
         if not isinstance(action_space, gym.spaces.Box):
@@ -204,29 +210,66 @@ class SAC(OffPolicyAlgorithm):
             return torch.tensor(float(self.config.ent_coef), device=next(self.actor.parameters()).device)
         return self.ent_coef.log_alpha.detach().exp().squeeze(0)
 
-    def loss(self, batch: Any) -> SACLoss:
-        w, alpha = batch.weights, self.alpha()
+    def critic_objective(self, batch: Any, alpha: torch.Tensor,
+                         next_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(twin soft-Q loss, priorities, mean Q) against the target of eq. 3, a' drawn with ``next_noise``."""
         with torch.no_grad():
-            next_a, next_logp = self.actor.sample(batch.next_obs)
+            next_a, next_logp = self.actor.sample(batch.next_obs, next_noise)
             next_q = self.critic_target(batch.next_obs, next_a).amin(0)
             y = soft_q_target(batch.rewards, batch.discounts, batch.terminated, next_q, next_logp, alpha)
         q = self.critic(batch.obs, self.scaler.to_unit(batch.actions))
-        c_loss, td_abs = twin_q_loss(q, y, w)
-        a, logp = self.actor.sample(batch.obs)
+        c_loss, td_abs = twin_q_loss(q, y, batch.weights)
+        return c_loss, td_abs, q.detach().mean()
+
+    def actor_objective(self, batch: Any, alpha: torch.Tensor,
+                        noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(actor loss, alpha's loss or None, entropy estimate), a ~ pi(.|s) drawn with ``noise``."""
+        w = batch.weights
+        a, logp = self.actor.sample(batch.obs, noise)
         a_loss = actor_loss(logp, self.critic(batch.obs, a).amin(0), alpha, w)
         e_loss = None if self.ent_coef is None else ent_coef_loss(
             self.ent_coef.log_alpha, logp, self.target_entropy(), w)
-        return SACLoss(c_loss, a_loss, e_loss, td_abs, q.detach().mean(), -logp.detach().mean(), alpha)
+        return a_loss, e_loss, -logp.detach().mean()
+
+    def _noise(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reparameterization noise of a' ~ pi(.|s') and then of a ~ pi(.|s), drawn here in
+        that order so that the objectives can run on two threads on the same random numbers."""
+        return (self.actor.noise(batch.next_obs.shape[0], batch.next_obs.device),
+                self.actor.noise(batch.obs.shape[0], batch.obs.device))
+
+    def loss(self, batch: Any) -> SACLoss:
+        alpha, (next_noise, noise) = self.alpha(), self._noise(batch)
+        c_loss, td_abs, q_mean = self.critic_objective(batch, alpha, next_noise)
+        a_loss, e_loss, entropy = self.actor_objective(batch, alpha, noise)
+        return SACLoss(c_loss, a_loss, e_loss, td_abs, q_mean, entropy, alpha)
+
+    def losses_and_grads(self, batch: Any) -> tuple[SACLoss, list[torch.Tensor]]:
+        """``loss(batch)`` and the gradients of each loss w.r.t. its own parameters only (the actor
+        loss's graph runs through the critic, whose gradients it must not touch), in
+        ``parameters()`` order. The critic's objective and the actor's share no graph: with
+        ``loss_threads`` = 2 they are computed at once."""
+        alpha, (next_noise, noise) = self.alpha(), self._noise(batch)
+
+        def critic() -> tuple[tuple, list[torch.Tensor]]:
+            terms = self.critic_objective(batch, alpha, next_noise)
+            return terms, grads_of(terms[0], self._groups["critic"])
+
+        def actor() -> tuple[tuple, list[torch.Tensor]]:
+            terms = self.actor_objective(batch, alpha, noise)
+            grads = grads_of(terms[0], self._groups["actor"])
+            return terms, grads + ([] if terms[1] is None else grads_of(terms[1], self._groups["ent_coef"]))
+
+        (a_terms, a_grads), (c_terms, c_grads) = self.concurrent.run(actor, critic)
+        (a_loss, e_loss, entropy), (c_loss, td_abs, q_mean) = a_terms, c_terms
+        n_actor = len(self._groups["actor"])
+        return (SACLoss(c_loss, a_loss, e_loss, td_abs, q_mean, entropy, alpha),
+                a_grads[:n_actor] + c_grads + a_grads[n_actor:])
 
     def compute_gradients(self, batch: Any) -> GradientResult:
-        """Gradients of each loss w.r.t. its own parameters only (the actor loss's graph runs through
-        the critic, whose gradients it must not touch)."""
-        out = self.loss(batch)
-        grads = grads_of(out.actor_loss, self._groups["actor"]) + grads_of(out.critic_loss, self._groups["critic"])
+        out, grads = self.losses_and_grads(batch)
         terms = {"critic_loss": out.critic_loss, "actor_loss": out.actor_loss, "q_mean": out.q_mean,
                  "entropy": out.entropy, "alpha": out.alpha}
         if out.ent_coef_loss is not None:
-            grads += grads_of(out.ent_coef_loss, self._groups["ent_coef"])
             terms["ent_coef_loss"] = out.ent_coef_loss
         info = dict(zip(terms, torch.stack([t.detach() for t in terms.values()]).tolist(), strict=True))
         return GradientResult(grads, info, priorities=out.td_abs.cpu().numpy())

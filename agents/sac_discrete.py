@@ -23,7 +23,13 @@ import torch
 
 from colonyrl.agents.base import ActOut
 from colonyrl.agents.distributions import Categorical
-from colonyrl.agents.off_policy import OffPolicyPolicy, as_tensor, td_target, uniform_discrete_actions
+from colonyrl.agents.off_policy import (
+    OffPolicyPolicy,
+    as_tensor,
+    grads_of,
+    td_target,
+    uniform_discrete_actions,
+)
 from colonyrl.agents.q_networks import ArgmaxExport, DiscreteActor, DiscreteCritic, discrete_action_space
 from colonyrl.agents.sac import SAC, SACConfig, SACLoss, ent_coef_loss, twin_q_loss
 
@@ -75,6 +81,15 @@ class DiscreteSAC(SAC):
     def target_entropy(self) -> float:
         t = self.config.target_entropy
         return self.config.target_entropy_scale * math.log(self.n_actions) if t is None else t
+
+    def losses_and_grads(self, batch: Any) -> tuple[SACLoss, list[torch.Tensor]]:
+        """As SAC's, in one go on one thread whatever ``loss_threads``: one critic forward Q(s, .)
+        feeds both the critic's loss and the actor's expectation over actions."""
+        out = self.loss(batch)
+        grads = grads_of(out.actor_loss, self._groups["actor"]) + grads_of(out.critic_loss, self._groups["critic"])
+        if out.ent_coef_loss is not None:
+            grads += grads_of(out.ent_coef_loss, self._groups["ent_coef"])
+        return out, grads
 
     def loss(self, batch: Any) -> SACLoss:
         w, alpha = batch.weights, self.alpha()
