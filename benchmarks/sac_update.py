@@ -14,7 +14,9 @@ fast it can be on this machine at all:
   measured here. Both implementations do the same products (SB3's critic step before its actor
   loss changes the order, not the count), so no implementation of this update on this machine
   and thread count runs faster than the floor;
-* same torch thread count on both sides (``--threads``), median of ``--repeats`` timed blocks of
+* same torch thread count on both sides (``--threads``); colonyrl's ``SACConfig.loss_threads``
+  is the preset's (2: the critic's and the actor's objectives at once, a second core) unless
+  ``--loss-threads`` says otherwise, and the floor is one thread's; median of ``--repeats`` timed blocks of
   ``--updates`` updates each, after ``--warmup`` untimed updates.
 
 Usage::
@@ -54,15 +56,17 @@ def _timed(fn: Any, warmup: int, updates: int, repeats: int) -> list[float]:
     return blocks
 
 
-def colonyrl_update(fill: int) -> tuple[Any, Any]:
-    """The ``sac-pendulum`` preset's SAC and a replay memory of ``fill`` random transitions; returns
-    (one update as a callable, the SAC)."""
+def colonyrl_update(fill: int, loss_threads: int | None = None) -> tuple[Any, Any]:
+    """The ``sac-pendulum`` preset's SAC (``loss_threads``: None, the preset's) and a replay memory
+    of ``fill`` random transitions; returns (one update as a callable, the SAC)."""
     import gymnasium as gym
 
     from colonyrl.agents.base import ReplayPlan
     from colonyrl.launch.presets import preset
 
     cfg = preset("sac-pendulum")
+    if loss_threads is not None:
+        cfg = cfg.replace(algo=cfg.algo.replace(loss_threads=loss_threads))
     env = gym.make("Pendulum-v1")
     algo = cfg.algo.build(env.observation_space, env.action_space, cfg.actor)
     storage = cfg.storage.build(env.observation_space, env.action_space, 1, algo.policy.extras)
@@ -107,11 +111,17 @@ def update_flops(state: Any) -> float:
     """Floating-point operations of one colonyrl update (matrix products, as torch.profiler counts)."""
     from torch.profiler import ProfilerActivity, profile
 
+    from colonyrl.agents.off_policy import ConcurrentLosses
+
     algo, storage, plan, generator = state
     batch = storage.sample(plan.batch_size, generator)
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-        result = algo.compute_gradients(batch)
-        algo.apply_gradients(result.grads)
+    concurrent, algo.concurrent = algo.concurrent, ConcurrentLosses(1)  # the profiler sees this thread's ops
+    try:
+        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+            result = algo.compute_gradients(batch)
+            algo.apply_gradients(result.grads)
+    finally:
+        algo.concurrent = concurrent
     return float(sum(e.flops for e in prof.key_averages() if e.flops))
 
 
@@ -129,6 +139,8 @@ def matmul_rate(n: int = 256, repeats: int = 2000) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--loss-threads", type=int, default=None,
+                   help="colonyrl's SACConfig.loss_threads (default: the preset's; 2 uses a second core)")
     p.add_argument("--fill", type=int, default=1000, help="random transitions in each replay memory")
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--updates", type=int, default=100)
@@ -137,7 +149,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     noise = common.Noise()
-    ours, state = colonyrl_update(args.fill)
+    ours, state = colonyrl_update(args.fill, args.loss_threads)
     theirs = sb3_update(args.fill)
     torch.set_num_threads(args.threads)  # SB3 leaves it alone; make sure
     # Alternate the systems block by block, so a slow spell of the machine hits both.
@@ -149,11 +161,12 @@ def main() -> int:
     rate = matmul_rate()
     ms_ours, ms_sb3 = statistics.median(t_ours) * 1e3, statistics.median(t_sb3) * 1e3
     floor_ms = flops / rate * 1e3
-    out = {"threads": torch.get_num_threads(), "colonyrl_ms": ms_ours, "sb3_ms": ms_sb3,
+    out = {"threads": torch.get_num_threads(), "loss_threads": state[0].config.loss_threads, "colonyrl_ms": ms_ours, "sb3_ms": ms_sb3,
            "colonyrl_blocks_ms": [t * 1e3 for t in t_ours], "sb3_blocks_ms": [t * 1e3 for t in t_sb3],
            "update_gflop": flops / 1e9, "matmul_256_gflops": rate / 1e9, "floor_ms": floor_ms,
            "noise": noise.reading()}
-    print(f"torch threads {out['threads']}: one SAC update (batch 256, [256, 256] nets)")
+    print(f"torch threads {out['threads']}, colonyrl loss_threads {out['loss_threads']}: one SAC update "
+          "(batch 256, [256, 256] nets)")
     print("| | ms per update | vs floor |")
     print("|---|---|---|")
     print(f"| colonyrl (compute_gradients + apply_gradients) | {ms_ours:.2f} | {ms_ours / floor_ms:.2f}x |")

@@ -18,7 +18,9 @@ SCHEME = TrainConfig(
     # SAC defaults: [256, 256] ReLU MLPs with torch's default init, batch 256, tau 0.005,
     # gamma 0.99, one gradient step per env step, learning_starts 100, a 1M-transition buffer.
     actor=ActorCriticConfig(hidden_sizes=(256, 256), activation="relu", ortho_init=False),
-    algo=SACConfig(lr=1e-3, batch_size=256, learning_starts=100, updates_per_step=1.0, tau=0.005),
+    # loss_threads=2: the critic's and the actor's gradients at once on two cores (the same numbers
+    # as one thread; agents/off_policy.py ConcurrentLosses). One GWorker in-process has the cores.
+    algo=SACConfig(lr=1e-3, batch_size=256, learning_starts=100, updates_per_step=1.0, tau=0.005, loss_threads=2),
     storage=ReplayConfig(num_steps=1, memory_size=1_000_000, gamma=0.99),
     scheme=SchemeConfig(num_grad_workers=1, num_col_workers=1),
     run=RunConfig(total_env_steps=20_000, eval_every=2_000),
