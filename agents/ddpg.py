@@ -38,6 +38,7 @@ class DDPGConfig(ReplayConfigMixin, Config):
     updates_per_step: float = param(1.0, gt=0, runtime=True)
     tau: float = param(0.005, gt=0, le=1, runtime=True)
     action_noise: float = param(0.1, ge=0, runtime=True)  # std, a fraction of half the action range
+    loss_threads: int = param(1, ge=1, le=2)  # 2: critic and actor gradients at once (TD3Config's)
     name: ClassVar[str] = "ddpg"
     acting_parameters: ClassVar[frozenset[str]] = frozenset({"action_noise"})
     # What makes TD3 DDPG (SB3 passes policy_delay=1, target_noise_clip=0, n_critics=1):

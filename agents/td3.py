@@ -30,6 +30,7 @@ import torch
 
 from colonyrl.agents.base import ActOut, GradientResult
 from colonyrl.agents.off_policy import (
+    ConcurrentLosses,
     OffPolicyAlgorithm,
     OffPolicyPolicy,
     ReplayConfigMixin,
@@ -77,6 +78,8 @@ class TD3Config(ReplayConfigMixin, Config):
     #: Std of the Gaussian exploration noise, a fraction of half the action range. SB3 adds none by
     #: default; 0.1 is the paper's and RL Zoo's.
     action_noise: float = param(0.1, ge=0, runtime=True)
+    #: 2: the critics' and the actor's gradients at once on two cores (as ``SACConfig.loss_threads``).
+    loss_threads: int = param(1, ge=1, le=2)
     name: ClassVar[str] = "td3"
     acting_parameters: ClassVar[frozenset[str]] = frozenset({"action_noise"})
     n_critics: ClassVar[int] = 2
@@ -96,11 +99,14 @@ class TD3Loss(NamedTuple):
     q_mean: torch.Tensor
 
 
-def smoothed_target_action(next_action: torch.Tensor, noise_std: float, noise_clip: float) -> torch.Tensor:
-    """clip(mu'(s') + clip(eps, -c, c), -1, 1), eps ~ N(0, noise_std) (paper eq. 14)."""
+def smoothed_target_action(next_action: torch.Tensor, noise_std: float, noise_clip: float,
+                           eps: torch.Tensor | None = None) -> torch.Tensor:
+    """clip(mu'(s') + clip(eps, -c, c), -1, 1), eps ~ N(0, noise_std) (paper eq. 14); ``eps``: the
+    standard normal draw [B, A] made by the caller (None: drawn here)."""
     if noise_std == 0.0:
         return next_action
-    noise = (torch.randn_like(next_action) * noise_std).clamp(-noise_clip, noise_clip)
+    eps = torch.randn_like(next_action) if eps is None else eps
+    noise = (eps * noise_std).clamp(-noise_clip, noise_clip)
     return (next_action + noise).clamp(-1.0, 1.0)
 
 
@@ -154,27 +160,48 @@ class TD3(OffPolicyAlgorithm):
         self.optimizers = {name: torch.optim.Adam(group, lr=config.lr, fused=True)  # fused: fastest on CPU (agents/ppo.py)
                            for name, group in self._groups.items()}
         self.n_updates = 0
+        self.concurrent = ConcurrentLosses(config.loss_threads)
 
-    def loss(self, batch: Any) -> TD3Loss:
-        cfg, w = self.config, batch.weights
+    def critic_objective(self, batch: Any, eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(critic loss, priorities, mean Q) against the clipped double-Q target, smoothed with ``eps``."""
+        cfg = self.config
         with torch.no_grad():
             next_a = smoothed_target_action(self.actor_target(batch.next_obs), cfg.target_policy_noise,
-                                            cfg.target_noise_clip)
+                                            cfg.target_noise_clip, eps)
             next_q = self.critic_target(batch.next_obs, next_a).amin(0)
             y = td_target(batch.rewards, batch.discounts, batch.terminated, next_q)
         q = self.critic(batch.obs, self.scaler.to_unit(batch.actions))
-        c_loss, td_abs = twin_q_loss(q, y, w, scale=1.0)  # SB3's TD3: sum of the critics' MSEs
-        a_loss = deterministic_actor_loss(self.critic.q1(batch.obs, self.actor(batch.obs)), w)
-        return TD3Loss(c_loss, a_loss, td_abs, q.detach().mean())
+        c_loss, td_abs = twin_q_loss(q, y, batch.weights, scale=1.0)  # SB3's TD3: sum of the critics' MSEs
+        return c_loss, td_abs, q.detach().mean()
+
+    def actor_objective(self, batch: Any) -> torch.Tensor:
+        return deterministic_actor_loss(self.critic.q1(batch.obs, self.actor(batch.obs)), batch.weights)
+
+    def _smoothing_noise(self, batch: Any) -> torch.Tensor | None:
+        """The target smoothing's N(0, I) draw, made before the objectives run (on two threads)."""
+        return torch.randn_like(batch.actions) if self.config.target_policy_noise > 0 else None
+
+    def loss(self, batch: Any) -> TD3Loss:
+        c_loss, td_abs, q_mean = self.critic_objective(batch, self._smoothing_noise(batch))
+        return TD3Loss(c_loss, self.actor_objective(batch), td_abs, q_mean)
 
     def compute_gradients(self, batch: Any) -> GradientResult:
         """Actor and critic gradients, each w.r.t. its own parameters (the actor loss runs through
-        Q_1 but leaves the critic's gradients alone)."""
-        out = self.loss(batch)
-        grads = grads_of(out.actor_loss, self._groups["actor"]) + grads_of(out.critic_loss, self._groups["critic"])
-        terms = torch.stack([out.critic_loss.detach(), out.actor_loss.detach(), out.q_mean])
+        Q_1 but leaves the critic's gradients alone); with ``loss_threads`` = 2 both at once."""
+        eps = self._smoothing_noise(batch)
+
+        def actor() -> tuple[torch.Tensor, list[torch.Tensor]]:
+            a_loss = self.actor_objective(batch)
+            return a_loss, grads_of(a_loss, self._groups["actor"])
+
+        def critic() -> tuple[tuple, list[torch.Tensor]]:
+            terms = self.critic_objective(batch, eps)
+            return terms, grads_of(terms[0], self._groups["critic"])
+
+        (a_loss, a_grads), ((c_loss, td_abs, q_mean), c_grads) = self.concurrent.run(actor, critic)
+        terms = torch.stack([c_loss.detach(), a_loss.detach(), q_mean])
         info = dict(zip(("critic_loss", "actor_loss", "q_mean"), terms.tolist(), strict=True))
-        return GradientResult(grads, info, priorities=out.td_abs.cpu().numpy())
+        return GradientResult(a_grads + c_grads, info, priorities=td_abs.cpu().numpy())
 
     def apply_gradients(self, grads: Sequence[torch.Tensor | np.ndarray]) -> dict[str, float]:
         """Step the critics; every ``policy_delay``-th update also the actor, then Polyak-average both
