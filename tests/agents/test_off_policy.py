@@ -1,4 +1,5 @@
-"""agents/off_policy.py's ConcurrentLosses: results in order, errors raised, no task left running."""
+"""agents/off_policy.py's ConcurrentLosses (results in order, errors raised, no task left running),
+and the algorithms that use it: two loss threads update bit for bit as one."""
 
 from __future__ import annotations
 
@@ -7,9 +8,21 @@ import pickle
 import threading
 import time
 
+import gymnasium as gym
+import numpy as np
 import pytest
+import torch
 
+from colonyrl.agents.ddpg import DDPGConfig
+from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.off_policy import ConcurrentLosses
+from colonyrl.agents.sac import SACConfig
+from colonyrl.agents.td3 import TD3Config
+from colonyrl.storage.replay import ReplayConfig
+
+NET = ActorCriticConfig(hidden_sizes=(16, 16), activation="relu", ortho_init=False)
+OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+BOX = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -56,3 +69,40 @@ def test_copies_and_pickles_carry_the_thread_count_not_the_pool():
     for clone in (copy.deepcopy(runner), pickle.loads(pickle.dumps(runner))):
         assert clone.threads == 2 and clone._pool is None
         assert clone.run(lambda: "x", lambda: "y") == ["x", "y"]
+
+
+def _updates(config, batches: int = 4):
+    """(algorithm, [GradientResult]) after ``batches`` updates on a memory of random transitions,
+    the weights, the memory, the sampling and the noise all seeded alike."""
+    torch.manual_seed(0)
+    algo = config.build(OBS, BOX, NET)
+    memory = ReplayConfig(memory_size=128).build(OBS, BOX, 1, algo.policy.extras)
+    rng = np.random.default_rng(0)
+    memory.add_transitions({"obs": rng.uniform(-1, 1, (64, 3)).astype(np.float32),
+                            "actions": rng.uniform(BOX.low, BOX.high, (64, 2)).astype(np.float32),
+                            "rewards": rng.normal(size=64).astype(np.float32),
+                            "next_obs": rng.uniform(-1, 1, (64, 3)).astype(np.float32),
+                            "terminated": rng.random(64) < 0.2, "truncated": np.zeros(64, bool)}, "random")
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(7)  # the reparameterization / target smoothing noise
+    results = []
+    for _ in range(batches):
+        result = algo.compute_gradients(memory.sample(16, generator))
+        algo.apply_gradients(result.grads)
+        results.append(result)
+    return algo, results
+
+
+@pytest.mark.parametrize("config", [SACConfig, TD3Config, DDPGConfig], ids=["sac", "td3", "ddpg"])
+def test_two_loss_threads_update_bit_for_bit_as_one(config):
+    """loss_threads=2 computes the critic's and the actor's objectives at once (the noise drawn
+    first); every gradient, metric, priority and weight (targets too) equals one thread's."""
+    (one, r1), (two, r2) = _updates(config(loss_threads=1)), _updates(config(loss_threads=2))
+    assert two.concurrent.threads == 2 and two.concurrent._pool is not None  # it did run on the pool
+    for a, b in zip(r1, r2, strict=True):
+        assert all(torch.equal(torch.as_tensor(x), torch.as_tensor(y)) for x, y in zip(a.grads, b.grads, strict=True))
+        assert a.info == b.info and np.array_equal(a.priorities, b.priorities)
+    for name in one.nets:
+        assert all(torch.equal(p, q) for p, q in zip(one.nets[name].state_dict().values(),
+                                                     two.nets[name].state_dict().values(), strict=True)), name
+    assert any(not torch.equal(a, b) for a, b in zip(r1[0].grads, r1[1].grads, strict=True))  # real updates

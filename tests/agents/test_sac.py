@@ -299,29 +299,6 @@ def test_bad_action_spaces_raise_config_error():
         SACConfig().build_policy(OBS, gym.spaces.Box(-np.inf, np.inf, (2,), np.float32), NET)
 
 
-@pytest.mark.parametrize("action_space", [BOX, DISCRETE], ids=["box", "discrete"])
-def test_two_loss_threads_update_bit_for_bit_as_one(action_space):
-    """loss_threads=2 computes the critic's and the actor's objectives at once; every gradient,
-    metric, priority and weight after a few updates is the same as on one thread."""
-    runs = []
-    for threads in (1, 2):
-        algo = build(action_space, loss_threads=threads)
-        torch.manual_seed(7)  # the reparameterization noise
-        results = []
-        for step in range(4):
-            result = algo.compute_gradients(make_batch(action_space, seed=step))
-            algo.apply_gradients(result.grads)
-            results.append(result)
-        runs.append((algo, results))
-    (one, r1), (two, r2) = runs
-    for a, b in zip(r1, r2, strict=True):
-        assert all(torch.equal(torch.as_tensor(x), torch.as_tensor(y)) for x, y in zip(a.grads, b.grads, strict=True))
-        assert a.info == b.info and np.array_equal(a.priorities, b.priorities)
-    assert all(torch.equal(p, q) for p, q in zip(one.parameters(), two.parameters(), strict=True))
-    assert all(torch.equal(p, q) for p, q in zip(one.critic_target.parameters(), two.critic_target.parameters(),
-                                                 strict=True))
-
-
 def test_loss_threads_is_one_or_two():
     assert SACConfig().loss_threads == 1
     with pytest.raises(ConfigError, match="SACConfig.loss_threads"):
