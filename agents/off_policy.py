@@ -23,7 +23,7 @@ from colonyrl.agents.tensors import as_tensor, copy_into, leading_dim, load_grad
 from colonyrl.config import ConfigError, from_dict
 
 __all__ = ["ReplayBatchLike", "td_target", "polyak_update", "as_tensor", "copy_into", "module_arrays",
-           "load_module_arrays", "grad_norm", "grads_of", "ConcurrentLosses", "ReplayConfigMixin", "OffPolicyAlgorithm", "OffPolicyPolicy"]
+           "load_module_arrays", "grad_norm", "grad_norms", "grads_of", "ConcurrentLosses", "ReplayConfigMixin", "OffPolicyAlgorithm", "OffPolicyPolicy"]
 
 
 class ReplayBatchLike(Protocol):
@@ -77,6 +77,17 @@ def load_module_arrays(nets: Mapping[str, nn.Module], arrays: Mapping[str, np.nd
 
 def grad_norm(params: Sequence[torch.Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+
+def grad_norms(groups: Mapping[str, Sequence[torch.Tensor]]) -> dict[str, float]:
+    """``{"<group>_grad_norm": grad_norm(params)}`` for every group, in one multi-tensor norm and
+    one device-to-host read (an update's metrics, at a tenth of the calls)."""
+    norms = torch._foreach_norm([p.grad for params in groups.values() for p in params])
+    totals, start = [], 0
+    for params in groups.values():
+        totals.append(torch.linalg.vector_norm(torch.stack(norms[start:start + len(params)])))
+        start += len(params)
+    return dict(zip((f"{name}_grad_norm" for name in groups), torch.stack(totals).tolist(), strict=True))
 
 
 def grads_of(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -220,8 +231,8 @@ class OffPolicyAlgorithm:
     def parameters(self) -> list[torch.Tensor]:
         return list(self._params)
 
-    def _load_grads(self, grads: Sequence[torch.Tensor | np.ndarray]) -> None:
-        load_grads(self._params, grads)
+    def _load_grads(self, grads: Sequence[torch.Tensor | np.ndarray], alias: bool = False) -> None:
+        load_grads(self._params, grads, alias)
 
     # -- weights, checkpoints, runtime hyperparameters ----------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:

@@ -31,7 +31,7 @@ from colonyrl.agents.off_policy import (
     OffPolicyPolicy,
     ReplayConfigMixin,
     as_tensor,
-    grad_norm,
+    grad_norms,
     grads_of,
     polyak_update,
     td_target,
@@ -186,6 +186,7 @@ class SAC(OffPolicyAlgorithm):
             self.nets["ent_coef"] = self.ent_coef
             self._groups["ent_coef"] = [self.ent_coef.log_alpha]
         self._params = [p for group in self._groups.values() for p in group]
+        self._target_params = list(self.critic_target.parameters())
         self.optimizers = {name: torch.optim.Adam(group, lr=config.lr, fused=True)  # fused: fastest on CPU (agents/ppo.py)
                            for name, group in self._groups.items()}
         self.n_updates = 0
@@ -276,10 +277,10 @@ class SAC(OffPolicyAlgorithm):
 
     def apply_gradients(self, grads: Sequence[torch.Tensor | np.ndarray]) -> dict[str, float]:
         """Step the actor, critic and alpha optimizers, then Polyak-average the target critics."""
-        self._load_grads(grads)
-        metrics = {f"{name}_grad_norm": grad_norm(group) for name, group in self._groups.items()}
+        self._load_grads(grads, alias=True)  # Adam only reads .grad
+        metrics = grad_norms(self._groups)
         for opt in self.optimizers.values():
             opt.step()
-        polyak_update(self._groups["critic"], list(self.critic_target.parameters()), self.config.tau)
+        polyak_update(self._groups["critic"], self._target_params, self.config.tau)
         self.n_updates += 1
         return metrics

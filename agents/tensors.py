@@ -49,13 +49,22 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor | np.ndarray) -> None:
         dst.copy_(torch.tensor(src))
 
 
-def load_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | np.ndarray]) -> None:
+def load_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | np.ndarray],
+               alias: bool = False) -> None:
     """Put ``grads`` (aligned with ``params``) into each ``.grad``, unless one already is it (an
-    in-process GWorker's own backward): what every ``apply_gradients`` starts with."""
+    in-process GWorker's own backward): what every ``apply_gradients`` starts with.
+
+    ``alias``: a gradient that is a tensor of the parameter's shape, dtype and device becomes its
+    ``.grad`` instead of being copied in (a copy of every weight's size per update saved), for an
+    algorithm whose optimizers only read ``.grad``; one that clips in place must copy, since the
+    same gradients may be applied by several replicas (decentralized updates)."""
     if len(grads) != len(params):
         raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
     for p, g in zip(params, grads, strict=True):
-        if g is not p.grad:
+        if alias and isinstance(g, torch.Tensor) and g.shape == p.shape and g.dtype == p.dtype \
+                and g.device == p.device and not g.requires_grad:
+            p.grad = g
+        elif g is not p.grad:
             if p.grad is None:
                 p.grad = torch.empty_like(p)
             copy_into(p.grad, g)
