@@ -78,10 +78,17 @@ class SACConfig(ReplayConfigMixin, Config):
     #: once on two cores (``ConcurrentLosses``; the same numbers as 1). Each GWorker then uses two
     #: cores while it computes: for in-process runs with a core to spare, not for one GWorker per core.
     loss_threads: int = param(1, ge=1, le=2)
+    #: Box actions: the two objectives and acting as TorchScript (agents/sac_scripted.py: the same
+    #: numbers, less Python per op); flat observations and MLP networks only, else a ConfigError.
+    scripted: bool = param(False)
     name: ClassVar[str] = "sac"
     acting_parameters: ClassVar[frozenset[str]] = frozenset()  # SAC explores by sampling
 
     def build(self, observation_space: gym.Space, action_space: gym.Space, network: Any) -> SAC:
+        if self.scripted:  # it checks the spaces and the networks
+            from colonyrl.agents.sac_scripted import ScriptedSAC
+
+            return ScriptedSAC(self, observation_space, action_space, network)
         if isinstance(action_space, gym.spaces.Discrete):
             from colonyrl.agents.sac_discrete import DiscreteSAC
 
@@ -89,6 +96,10 @@ class SACConfig(ReplayConfigMixin, Config):
         return SAC(self, observation_space, action_space, network)
 
     def build_policy(self, observation_space: gym.Space, action_space: gym.Space, network: Any) -> OffPolicyPolicy:
+        if self.scripted:
+            from colonyrl.agents.sac_scripted import ScriptedSACPolicy
+
+            return ScriptedSACPolicy.build(self, observation_space, action_space, network)
         if isinstance(action_space, gym.spaces.Discrete):
             from colonyrl.agents.sac_discrete import DiscreteActor, DiscreteSACPolicy
 
@@ -244,23 +255,25 @@ class SAC(OffPolicyAlgorithm):
         a_loss, e_loss, entropy = self.actor_objective(batch, alpha, noise)
         return SACLoss(c_loss, a_loss, e_loss, td_abs, q_mean, entropy, alpha)
 
+    def critic_task(self, batch: Any, alpha: torch.Tensor, next_noise: torch.Tensor) -> tuple[tuple, list[torch.Tensor]]:
+        """(``critic_objective``'s terms, d critic loss / d critic)."""
+        terms = self.critic_objective(batch, alpha, next_noise)
+        return terms, grads_of(terms[0], self._groups["critic"])
+
+    def actor_task(self, batch: Any, alpha: torch.Tensor, noise: torch.Tensor) -> tuple[tuple, list[torch.Tensor]]:
+        """(``actor_objective``'s terms, d actor loss / d actor + d alpha loss / d log alpha)."""
+        terms = self.actor_objective(batch, alpha, noise)
+        grads = grads_of(terms[0], self._groups["actor"])
+        return terms, grads + ([] if terms[1] is None else grads_of(terms[1], self._groups["ent_coef"]))
+
     def losses_and_grads(self, batch: Any) -> tuple[SACLoss, list[torch.Tensor]]:
         """``loss(batch)`` and the gradients of each loss w.r.t. its own parameters only (the actor
         loss's graph runs through the critic, whose gradients it must not touch), in
         ``parameters()`` order. The critic's objective and the actor's share no graph: with
         ``loss_threads`` = 2 they are computed at once."""
         alpha, (next_noise, noise) = self.alpha(), self._noise(batch)
-
-        def critic() -> tuple[tuple, list[torch.Tensor]]:
-            terms = self.critic_objective(batch, alpha, next_noise)
-            return terms, grads_of(terms[0], self._groups["critic"])
-
-        def actor() -> tuple[tuple, list[torch.Tensor]]:
-            terms = self.actor_objective(batch, alpha, noise)
-            grads = grads_of(terms[0], self._groups["actor"])
-            return terms, grads + ([] if terms[1] is None else grads_of(terms[1], self._groups["ent_coef"]))
-
-        (a_terms, a_grads), (c_terms, c_grads) = self.concurrent.run(actor, critic)
+        (a_terms, a_grads), (c_terms, c_grads) = self.concurrent.run(
+            lambda: self.actor_task(batch, alpha, noise), lambda: self.critic_task(batch, alpha, next_noise))
         (a_loss, e_loss, entropy), (c_loss, td_abs, q_mean) = a_terms, c_terms
         n_actor = len(self._groups["actor"])
         return (SACLoss(c_loss, a_loss, e_loss, td_abs, q_mean, entropy, alpha),

@@ -23,7 +23,7 @@ SCHEME = TrainConfig(
     env=EnvConfig(id="HalfCheetah-v5", num_envs=1),
     actor=ActorCriticConfig(hidden_sizes=(256, 256), activation="relu", ortho_init=False),
     algo=SACConfig(lr=3e-4, batch_size=256, learning_starts=10_000, updates_per_step=1.0, tau=0.005,
-                   loss_threads=2),  # the critic's and the actor's gradients on two cores, as sac-pendulum
+                   loss_threads=2, scripted=True),  # two cores and TorchScript, as sac-pendulum
     storage=ReplayConfig(num_steps=1, memory_size=1_000_000, gamma=0.99),
     scheme=SchemeConfig(num_grad_workers=1, num_col_workers=1),
     run=RunConfig(total_env_steps=1_000_000, eval_every=50_000, eval_episodes=5),

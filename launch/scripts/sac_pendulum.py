@@ -20,7 +20,10 @@ SCHEME = TrainConfig(
     actor=ActorCriticConfig(hidden_sizes=(256, 256), activation="relu", ortho_init=False),
     # loss_threads=2: the critic's and the actor's gradients at once on two cores (the same numbers
     # as one thread; agents/off_policy.py ConcurrentLosses). One GWorker in-process has the cores.
-    algo=SACConfig(lr=1e-3, batch_size=256, learning_starts=100, updates_per_step=1.0, tau=0.005, loss_threads=2),
+    # scripted: both objectives and acting as TorchScript, the same numbers with less Python per op
+    # (agents/sac_scripted.py).
+    algo=SACConfig(lr=1e-3, batch_size=256, learning_starts=100, updates_per_step=1.0, tau=0.005, loss_threads=2,
+                   scripted=True),
     storage=ReplayConfig(num_steps=1, memory_size=1_000_000, gamma=0.99),
     scheme=SchemeConfig(num_grad_workers=1, num_col_workers=1),
     run=RunConfig(total_env_steps=20_000, eval_every=2_000),

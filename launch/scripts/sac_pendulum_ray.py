@@ -21,7 +21,8 @@ SCHEME = TrainConfig(
     env=EnvConfig(id="Pendulum-v1", num_envs=1),
     actor=ActorCriticConfig(hidden_sizes=(256, 256), activation="relu", ortho_init=False),
     # Per GWorker: 2 CWorkers x 1 env x 8 steps a round = 16 transitions, 16 updates of its share.
-    algo=SACConfig(lr=1e-3, batch_size=256, learning_starts=100, updates_per_step=1.0, tau=0.005),
+    algo=SACConfig(lr=1e-3, batch_size=256, learning_starts=100, updates_per_step=1.0, tau=0.005,
+                   scripted=True),  # the same numbers as eager, less Python per op (agents/sac_scripted.py)
     storage=ReplayConfig(num_steps=8, memory_size=200_000, gamma=0.99),
     scheme=SchemeConfig(
         num_grad_workers=2,
