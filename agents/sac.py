@@ -33,6 +33,7 @@ from colonyrl.agents.off_policy import (
     as_tensor,
     grad_norms,
     grads_of,
+    step_adams,
     polyak_update,
     td_target,
     uniform_box_actions,
@@ -292,8 +293,7 @@ class SAC(OffPolicyAlgorithm):
         """Step the actor, critic and alpha optimizers, then Polyak-average the target critics."""
         self._load_grads(grads, alias=True)  # Adam only reads .grad
         metrics = grad_norms(self._groups)
-        for opt in self.optimizers.values():
-            opt.step()
+        step_adams(list(self.optimizers.values()))  # = opt.step() for each, in one fused call
         polyak_update(self._groups["critic"], self._target_params, self.config.tau)
         self.n_updates += 1
         return metrics

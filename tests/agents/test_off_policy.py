@@ -1,5 +1,6 @@
 """agents/off_policy.py's ConcurrentLosses (results in order, errors raised, no task left running),
-and the algorithms that use it: two loss threads update bit for bit as one."""
+and the algorithms that use it: two loss threads update bit for bit as one; ``step_adams`` steps
+bit for bit as each optimizer's own ``step``; the weight export and import of the acting nets."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from colonyrl.agents.ddpg import DDPGConfig
 from colonyrl.agents.networks import ActorCriticConfig
-from colonyrl.agents.off_policy import ConcurrentLosses
+from colonyrl.agents.off_policy import ConcurrentLosses, step_adams
 from colonyrl.agents.sac import SACConfig
 from colonyrl.agents.td3 import TD3Config
 from colonyrl.storage.replay import ReplayConfig
@@ -106,3 +107,60 @@ def test_two_loss_threads_update_bit_for_bit_as_one(config):
         assert all(torch.equal(p, q) for p, q in zip(one.nets[name].state_dict().values(),
                                                      two.nets[name].state_dict().values(), strict=True)), name
     assert any(not torch.equal(a, b) for a, b in zip(r1[0].grads, r1[1].grads, strict=True))  # real updates
+
+
+def _optimizers(kinds):
+    """Three (params, optimizer) pairs of the given kinds over seeded weights."""
+    torch.manual_seed(0)
+    out = []
+    for make in kinds:
+        params = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
+        out.append((params, make(params)))
+    return out
+
+
+@pytest.mark.parametrize("kinds", [
+    [lambda p: torch.optim.Adam(p, lr=1e-2, fused=True)] * 3,  # one fused call
+    [lambda p: torch.optim.Adam(p, lr=1e-2, fused=True), lambda p: torch.optim.Adam(p, lr=3e-3, fused=True),
+     lambda p: torch.optim.Adam(p, lr=1e-2, fused=True, weight_decay=0.1)],  # a call per setting
+    [lambda p: torch.optim.Adam(p, lr=1e-2, fused=True), lambda p: torch.optim.Adam(p, lr=1e-2)],  # not fused: each
+    [lambda p: torch.optim.Adam(p, lr=1e-2, fused=True), lambda p: torch.optim.SGD(p, lr=1e-2)],  # not Adam: each
+], ids=["same-settings", "mixed-settings", "unfused", "sgd"])
+def test_step_adams_steps_bit_for_bit_as_each_optimizer(kinds):
+    ours, theirs = _optimizers(kinds), _optimizers(kinds)
+    rng = torch.Generator().manual_seed(1)
+    for step in range(5):
+        grads = [torch.randn(p.shape, generator=rng) for params, _ in ours for p in params]
+        for pairs in (ours, theirs):
+            for p, g in zip((p for params, _ in pairs for p in params), grads, strict=True):
+                p.grad = g.clone()
+        step_adams([opt for _, opt in ours])  # the first step initializes the state (ordinary path)
+        for _, opt in theirs:
+            opt.step()
+        for (pa, oa), (pb, ob) in zip(ours, theirs, strict=True):
+            assert all(torch.equal(a, b) for a, b in zip(pa, pb, strict=True)), step
+            for a, b in zip(pa, pb, strict=True):
+                assert all(torch.equal(x, y) for x, y in zip(oa.state[a].values(), ob.state[b].values(), strict=True))
+    assert not torch.equal(ours[0][0][0], _optimizers(kinds)[0][0][0])  # the weights did move
+
+
+def test_acting_weights_round_trip_into_a_policy_and_follow_the_live_weights():
+    torch.manual_seed(0)
+    algo = SACConfig(learning_starts=0).build(OBS, BOX, NET)
+    policy = SACConfig(learning_starts=0).build_policy(OBS, BOX, NET)
+    first = algo.acting_weights()
+    policy.set_weights(first)
+    assert all(np.array_equal(first[f"actor.{k}"], v.numpy()) for k, v in policy.actor.state_dict().items())
+    with torch.no_grad():  # an update in place: the next export has it, the earlier one is a copy
+        for p in algo.actor.parameters():
+            p.add_(1.0)
+    second = algo.acting_weights()
+    assert all(np.array_equal(second[k], first[k] + 1.0) for k in first)
+    policy.set_weights(second)
+    assert all(np.array_equal(second[f"actor.{k}"], v.numpy()) for k, v in policy.actor.state_dict().items())
+    clone = pickle.loads(pickle.dumps(policy))  # a CWorker's copy loads into its own modules
+    clone.set_weights(first)
+    assert np.array_equal(policy.actor.mu.weight.detach().numpy(), second["actor.mu.weight"])
+    assert np.array_equal(clone.actor.mu.weight.detach().numpy(), first["actor.mu.weight"])
+    with pytest.raises(KeyError, match="weight names differ"):
+        policy.set_weights({k: v for k, v in first.items() if k != "actor.mu.bias"})
