@@ -33,8 +33,8 @@ from colonyrl.agents.off_policy import (
     as_tensor,
     grad_norms,
     grads_of,
-    step_adams,
     polyak_update,
+    step_adams,
     td_target,
     uniform_box_actions,
 )
