@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
@@ -52,9 +52,7 @@ __all__ = ["SACConfig", "SAC", "SACPolicy", "SACLoss", "RL_ZOO", "soft_q_target"
 
 #: RL Zoo's tuned values (DLR-RM/rl-baselines3-zoo, hyperparams/sac.yml at 22e3ff2): everything
 #: not named is SB3's default. ``gamma`` belongs to the storage, ``n_timesteps`` to the run.
-RL_ZOO: dict[str, dict[str, Any]] = {
-    "Pendulum-v1": {"n_timesteps": 20_000, "lr": 1e-3},
-}
+RL_ZOO: dict[str, dict[str, Any]] = {"Pendulum-v1": {"n_timesteps": 20_000, "lr": 1e-3}}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -256,25 +254,28 @@ class SAC(OffPolicyAlgorithm):
         a_loss, e_loss, entropy = self.actor_objective(batch, alpha, noise)
         return SACLoss(c_loss, a_loss, e_loss, td_abs, q_mean, entropy, alpha)
 
-    def critic_task(self, batch: Any, alpha: torch.Tensor, next_noise: torch.Tensor) -> tuple[tuple, list[torch.Tensor]]:
-        """(``critic_objective``'s terms, d critic loss / d critic)."""
-        terms = self.critic_objective(batch, alpha, next_noise)
-        return terms, grads_of(terms[0], self._groups["critic"])
+    def tasks(self, batch: Any, alpha: torch.Tensor, next_noise: torch.Tensor,
+              noise: torch.Tensor) -> tuple[Callable[[], tuple], Callable[[], tuple]]:
+        """The actor's and the critic's computations of one update, each returning (its objective's
+        terms, its gradients); with ``loss_threads`` = 2 they run at once."""
 
-    def actor_task(self, batch: Any, alpha: torch.Tensor, noise: torch.Tensor) -> tuple[tuple, list[torch.Tensor]]:
-        """(``actor_objective``'s terms, d actor loss / d actor + d alpha loss / d log alpha)."""
-        terms = self.actor_objective(batch, alpha, noise)
-        grads = grads_of(terms[0], self._groups["actor"])
-        return terms, grads + ([] if terms[1] is None else grads_of(terms[1], self._groups["ent_coef"]))
+        def critic() -> tuple[tuple, list[torch.Tensor]]:
+            terms = self.critic_objective(batch, alpha, next_noise)
+            return terms, grads_of(terms[0], self._groups["critic"])
+
+        def actor() -> tuple[tuple, list[torch.Tensor]]:
+            terms = self.actor_objective(batch, alpha, noise)
+            grads = grads_of(terms[0], self._groups["actor"])
+            return terms, grads + ([] if terms[1] is None else grads_of(terms[1], self._groups["ent_coef"]))
+
+        return actor, critic
 
     def losses_and_grads(self, batch: Any) -> tuple[SACLoss, list[torch.Tensor]]:
         """``loss(batch)`` and the gradients of each loss w.r.t. its own parameters only (the actor
         loss's graph runs through the critic, whose gradients it must not touch), in
-        ``parameters()`` order. The critic's objective and the actor's share no graph: with
-        ``loss_threads`` = 2 they are computed at once."""
+        ``parameters()`` order; the two objectives share no graph (``tasks``)."""
         alpha, (next_noise, noise) = self.alpha(), self._noise(batch)
-        (a_terms, a_grads), (c_terms, c_grads) = self.concurrent.run(
-            lambda: self.actor_task(batch, alpha, noise), lambda: self.critic_task(batch, alpha, next_noise))
+        (a_terms, a_grads), (c_terms, c_grads) = self.concurrent.run(*self.tasks(batch, alpha, next_noise, noise))
         (a_loss, e_loss, entropy), (c_loss, td_abs, q_mean) = a_terms, c_terms
         n_actor = len(self._groups["actor"])
         return (SACLoss(c_loss, a_loss, e_loss, td_abs, q_mean, entropy, alpha),

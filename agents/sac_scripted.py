@@ -23,7 +23,10 @@ with one activation kind (ReLU or Tanh); ``check_networks`` says what else it me
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -92,16 +95,21 @@ def _flat(grads: list[Tensor | None]) -> list[Tensor]:
     return out
 
 
-def _critic_grads(obs: Tensor, unit_actions: Tensor, rewards: Tensor, next_obs: Tensor, terminated: Tensor,
-                  discounts: Tensor, weights: Tensor, alpha: Tensor, next_noise: Tensor, latent: list[Tensor],
-                  heads: list[Tensor], qs: list[list[Tensor]], target_qs: list[list[Tensor]],
-                  tanh: bool) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
-    """``SAC.critic_objective`` and d loss / d critic: (loss, priorities, mean Q, gradients)."""
+def _target_action(next_obs: Tensor, latent: list[Tensor], heads: list[Tensor], next_noise: Tensor,
+                   tanh: bool) -> tuple[Tensor, Tensor]:
+    """a' ~ pi(.|s') and log pi(a'|s') for the soft target, without a graph."""
     with torch.no_grad():
-        next_a, next_logp = _sample(next_obs, latent, heads, next_noise, tanh)
+        return _sample(next_obs, latent, heads, next_noise, tanh)
+
+
+def _critic_grads(q: Tensor, rewards: Tensor, next_obs: Tensor, terminated: Tensor, discounts: Tensor,
+                  weights: Tensor, alpha: Tensor, next_a: Tensor, next_logp: Tensor, qs: list[list[Tensor]],
+                  target_qs: list[list[Tensor]], tanh: bool) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """The rest of ``SAC.critic_objective`` given Q(s, a) [n, B] (``_twin_q``, with its graph) and
+    a' (``_target_action``), and d loss / d critic: (loss, priorities, mean Q, gradients)."""
+    with torch.no_grad():
         next_q = _twin_q(next_obs, next_a, target_qs, tanh).amin(0)
         y = rewards + discounts * (1.0 - terminated) * (next_q - alpha * next_logp)  # soft_q_target
-    q = _twin_q(obs, unit_actions, qs, tanh)
     td = q - y  # twin_q_loss, scale 0.5
     loss = 0.5 * (weights * td.pow(2)).mean(-1).sum()
     params: list[Tensor] = []
@@ -140,7 +148,8 @@ def _act(obs: Tensor, latent: list[Tensor], heads: list[Tensor], low: Tensor, hi
     return torch.clamp(low + (unit + 1.0) * (0.5 * (high - low)), low, high)
 
 
-_FUNCTIONS = {"critic": _critic_grads, "actor": _actor_grads, "act": _act}
+_FUNCTIONS = {"target_action": _target_action, "q": _twin_q, "critic": _critic_grads, "actor": _actor_grads,
+              "act": _act}
 _SCRIPTED: dict[str, Any] = {}
 
 
@@ -210,7 +219,7 @@ class ScriptedSACPolicy(SACPolicy):
 
 
 class ScriptedSAC(SAC):
-    """``SAC`` whose critic and actor tasks run ``_critic_grads`` / ``_actor_grads``; everything else
+    """``SAC`` whose critic and actor tasks run the functions above; everything else
     (apply, weights, checkpoints) is SAC's. The parameter lists alias the live modules, so
     ``load_state_dict`` and optimizer steps are seen; they are not pickled (gathered where it lands)."""
 
@@ -231,19 +240,57 @@ class ScriptedSAC(SAC):
                                    "log_alpha": [] if self.ent_coef is None else [self.ent_coef.log_alpha]}
         return self._script_params
 
-    def critic_task(self, batch: Any, alpha: Tensor, next_noise: Tensor) -> tuple[tuple, list[Tensor]]:
-        p = self._script_args()
-        with torch.jit.optimized_execution(False):  # a per-thread flag: set on the thread that runs it
-            loss, td_abs, q_mean, grads = _compiled("critic")(
-                batch.obs, self.scaler.to_unit(batch.actions), batch.rewards, batch.next_obs, batch.terminated,
-                batch.discounts, batch.weights, alpha, next_noise, p["latent"], p["heads"], p["qs"],
-                p["target_qs"], p["tanh"])
-        return (loss, td_abs, q_mean), grads
+    def tasks(self, batch: Any, alpha: Tensor, next_noise: Tensor,
+              noise: Tensor) -> tuple[Callable[[], tuple], Callable[[], tuple]]:
+        """``SAC.tasks`` in TorchScript, with the work balanced between the two: of the critic's 9
+        matrix products of 256^3 (Pendulum's nets), the target action's one moves to the actor's
+        task (7 more), which computes it first and hands it over; the critic's task meanwhile
+        computes Q(s, a), which needs nothing from it. With one loss thread the actor's task runs
+        first. Every op is the eager one on the same inputs, so the numbers do not change."""
+        p, handoff = self._script_args(), _Handoff()
 
-    def actor_task(self, batch: Any, alpha: Tensor, noise: Tensor) -> tuple[tuple, list[Tensor]]:
-        p = self._script_args()
-        with torch.jit.optimized_execution(False):
-            a_loss, e_loss, entropy, grads = _compiled("actor")(
-                batch.obs, batch.weights, alpha, noise, p["latent"], p["heads"], p["qs"], p["log_alpha"],
-                float(self.target_entropy()), p["tanh"])
-        return (a_loss, e_loss if p["log_alpha"] else None, entropy), grads
+        def actor() -> tuple[tuple, list[Tensor]]:
+            with torch.jit.optimized_execution(False):  # a per-thread flag: set on the thread that runs it
+                with handoff.giving():
+                    handoff.value = _compiled("target_action")(batch.next_obs, p["latent"], p["heads"], next_noise,
+                                                               p["tanh"])
+                a_loss, e_loss, entropy, grads = _compiled("actor")(
+                    batch.obs, batch.weights, alpha, noise, p["latent"], p["heads"], p["qs"], p["log_alpha"],
+                    float(self.target_entropy()), p["tanh"])
+            return (a_loss, e_loss if p["log_alpha"] else None, entropy), grads
+
+        def critic() -> tuple[tuple, list[Tensor]]:
+            with torch.jit.optimized_execution(False):
+                q = _compiled("q")(batch.obs, self.scaler.to_unit(batch.actions), p["qs"], p["tanh"])
+                next_a, next_logp = handoff.take()
+                loss, td_abs, q_mean, grads = _compiled("critic")(
+                    q, batch.rewards, batch.next_obs, batch.terminated, batch.discounts, batch.weights, alpha,
+                    next_a, next_logp, p["qs"], p["target_qs"], p["tanh"])
+            return (loss, td_abs, q_mean), grads
+
+        return actor, critic
+
+
+class _Handoff:
+    """One value from one task to the other (the target action), or the error that stopped it."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+
+    @contextlib.contextmanager
+    def giving(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException as error:
+            self._error = error
+            raise
+        finally:
+            self._ready.set()  # never leave the other task waiting
+
+    def take(self) -> Any:
+        self._ready.wait()
+        if self._error is not None:
+            raise RuntimeError("the actor's task failed before the target action") from self._error
+        return self.value

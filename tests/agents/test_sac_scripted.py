@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 
 import gymnasium as gym
 import numpy as np
@@ -149,3 +150,34 @@ def test_scripted_policy_acts_as_the_eager_one(how):
         assert np.all(a >= BOX.low) and np.all(a <= BOX.high)
     torch.manual_seed(11)
     assert not np.array_equal(scripted.act(obs).env_action, scripted.act(obs).env_action)  # it samples
+
+
+@pytest.mark.parametrize("loss_threads", [1, 2])
+def test_a_failing_actor_task_raises_and_does_not_leave_the_critic_waiting(loss_threads):
+    """The actor's task hands the target action to the critic's; if it fails first (here: next
+    observations of the wrong width), the update raises instead of hanging."""
+    obs_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    algo, _ = _updates(SACConfig(scripted=True, loss_threads=loss_threads), obs_space, NET, batches=1)
+    memory = ReplayConfig(memory_size=8).build(obs_space, BOX, 1, algo.policy.extras)
+    rng = np.random.default_rng(2)
+    memory.add_transitions({"obs": rng.uniform(-1, 1, (8, 3)).astype(np.float32),
+                            "actions": rng.uniform(BOX.low, BOX.high, (8, 2)).astype(np.float32),
+                            "rewards": rng.normal(size=8).astype(np.float32),
+                            "next_obs": rng.uniform(-1, 1, (8, 3)).astype(np.float32),
+                            "terminated": np.zeros(8, bool), "truncated": np.zeros(8, bool)}, "random")
+    batch = memory.sample(8, torch.Generator().manual_seed(0))
+    bad = batch._replace(next_obs=torch.zeros(8, 5))
+    errors: list[BaseException] = []
+
+    def update() -> None:
+        try:
+            algo.compute_gradients(bad)
+        except BaseException as error:  # the test inspects it
+            errors.append(error)
+
+    worker = threading.Thread(target=update, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the update hung"
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert algo.compute_gradients(batch).grads  # the next update works
