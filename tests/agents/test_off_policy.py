@@ -19,7 +19,6 @@ from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.off_policy import ConcurrentLosses, step_adams
 from colonyrl.agents.sac import SACConfig
 from colonyrl.agents.td3 import TD3Config
-from colonyrl.storage.replay import ReplayConfig
 
 NET = ActorCriticConfig(hidden_sizes=(16, 16), activation="relu", ortho_init=False)
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -72,33 +71,19 @@ def test_copies_and_pickles_carry_the_thread_count_not_the_pool():
         assert clone.run(lambda: "x", lambda: "y") == ["x", "y"]
 
 
-def _updates(config, batches: int = 4):
+def _updates(config, random_memory, updates, batches: int = 4):
     """(algorithm, [GradientResult]) after ``batches`` updates on a memory of random transitions,
     the weights, the memory, the sampling and the noise all seeded alike."""
     torch.manual_seed(0)
     algo = config.build(OBS, BOX, NET)
-    memory = ReplayConfig(memory_size=128).build(OBS, BOX, 1, algo.policy.extras)
-    rng = np.random.default_rng(0)
-    memory.add_transitions({"obs": rng.uniform(-1, 1, (64, 3)).astype(np.float32),
-                            "actions": rng.uniform(BOX.low, BOX.high, (64, 2)).astype(np.float32),
-                            "rewards": rng.normal(size=64).astype(np.float32),
-                            "next_obs": rng.uniform(-1, 1, (64, 3)).astype(np.float32),
-                            "terminated": rng.random(64) < 0.2, "truncated": np.zeros(64, bool)}, "random")
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(7)  # the reparameterization / target smoothing noise
-    results = []
-    for _ in range(batches):
-        result = algo.compute_gradients(memory.sample(16, generator))
-        algo.apply_gradients(result.grads)
-        results.append(result)
-    return algo, results
+    return algo, updates(algo, random_memory(OBS, BOX, algo.policy.extras), batches)
 
 
 @pytest.mark.parametrize("config", [SACConfig, TD3Config, DDPGConfig], ids=["sac", "td3", "ddpg"])
-def test_two_loss_threads_update_bit_for_bit_as_one(config):
+def test_two_loss_threads_update_bit_for_bit_as_one(config, random_memory, updates):
     """loss_threads=2 computes the critic's and the actor's objectives at once (the noise drawn
     first); every gradient, metric, priority and weight (targets too) equals one thread's."""
-    (one, r1), (two, r2) = _updates(config(loss_threads=1)), _updates(config(loss_threads=2))
+    (one, r1), (two, r2) = _updates(config(loss_threads=1), random_memory, updates), _updates(config(loss_threads=2), random_memory, updates)
     assert two.concurrent.threads == 2 and two.concurrent._pool is not None  # it did run on the pool
     for a, b in zip(r1, r2, strict=True):
         assert all(torch.equal(torch.as_tensor(x), torch.as_tensor(y)) for x, y in zip(a.grads, b.grads, strict=True))

@@ -18,33 +18,24 @@ from colonyrl.agents.networks import ActorCriticConfig
 from colonyrl.agents.sac import SACConfig
 from colonyrl.agents.sac_scripted import CONSTANTS, ScriptedSAC, ScriptedSACPolicy
 from colonyrl.config import ConfigError
-from colonyrl.storage.replay import ReplayConfig
 
 NET = ActorCriticConfig(hidden_sizes=(16, 16), activation="relu", ortho_init=False)
 BOX = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
 
 
-def _updates(config: SACConfig, obs_space: gym.spaces.Box, net: ActorCriticConfig, batches: int = 4):
+def _updates(random_memory, updates, config: SACConfig, obs_space: gym.spaces.Box, net: ActorCriticConfig,
+             batches: int = 4):
     """(algorithm, [GradientResult]) after ``batches`` updates on a memory of random transitions,
     the weights, the memory, the sampling and the noise all seeded alike."""
     torch.manual_seed(0)
     algo = config.build(obs_space, BOX, net)
-    memory = ReplayConfig(memory_size=128).build(obs_space, BOX, 1, algo.policy.extras)
-    rng = np.random.default_rng(0)
-    shape = (64, *obs_space.shape)
-    memory.add_transitions({"obs": rng.uniform(-1, 1, shape).astype(np.float32),
-                            "actions": rng.uniform(BOX.low, BOX.high, (64, 2)).astype(np.float32),
-                            "rewards": rng.normal(size=64).astype(np.float32),
-                            "next_obs": rng.uniform(-1, 1, shape).astype(np.float32),
-                            "terminated": rng.random(64) < 0.2, "truncated": np.zeros(64, bool)}, "random")
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(7)  # the reparameterization noise
-    results = []
-    for _ in range(batches):
-        result = algo.compute_gradients(memory.sample(16, generator))
-        algo.apply_gradients(result.grads)
-        results.append(result)
-    return algo, results
+    return algo, updates(algo, random_memory(obs_space, BOX, algo.policy.extras), batches)
+
+
+def _batch(random_memory, obs_space: gym.spaces.Box, seed: int):
+    """A batch of 8 random non-terminal transitions."""
+    memory = random_memory(obs_space, BOX, {}, n=8, seed=seed, terminated=0.0, memory_size=8)
+    return memory.sample(8, torch.Generator().manual_seed(0))
 
 
 def _assert_same(run_a, run_b) -> None:
@@ -68,12 +59,12 @@ def _assert_same(run_a, run_b) -> None:
     ("tanh", (8, 12, 16), (2, 3), None),  # three layers, a 2-D observation flattened
     ("relu", (16,), (3,), 0.2),  # a fixed alpha: no alpha loss, no log-alpha gradient
 ], ids=["relu-learned-alpha", "tanh-3-layers-2d-obs", "fixed-alpha"])
-def test_scripted_losses_update_bit_for_bit_as_the_eager_ones(loss_threads, activation, hidden, obs_shape, ent_coef):
+def test_scripted_losses_update_bit_for_bit_as_the_eager_ones(loss_threads, activation, hidden, obs_shape, ent_coef, random_memory, updates):
     net = ActorCriticConfig(hidden_sizes=hidden, activation=activation, ortho_init=False)
     obs_space = gym.spaces.Box(-1.0, 1.0, obs_shape, np.float32)
     config = SACConfig(loss_threads=loss_threads, ent_coef=ent_coef, lr=1e-2)
-    eager = _updates(config, obs_space, net)
-    scripted = _updates(config.replace(scripted=True), obs_space, net)
+    eager = _updates(random_memory, updates, config, obs_space, net)
+    scripted = _updates(random_memory, updates, config.replace(scripted=True), obs_space, net)
     assert type(scripted[0]) is ScriptedSAC and type(eager[0]) is not ScriptedSAC
     assert type(scripted[0].policy) is ScriptedSACPolicy
     _assert_same(eager, scripted)
@@ -87,18 +78,11 @@ def test_written_out_constants_are_the_eager_ones():
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
-def test_a_copy_computes_with_its_own_weights(how):
+def test_a_copy_computes_with_its_own_weights(how, random_memory, updates):
     obs_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
-    algo, _ = _updates(SACConfig(scripted=True), obs_space, NET, batches=1)
+    algo, _ = _updates(random_memory, updates, SACConfig(scripted=True), obs_space, NET, batches=1)
     clone = copy.deepcopy(algo) if how == "deepcopy" else pickle.loads(pickle.dumps(algo))
-    batch = ReplayConfig(memory_size=8).build(obs_space, BOX, 1, algo.policy.extras)
-    rng = np.random.default_rng(1)
-    batch.add_transitions({"obs": rng.uniform(-1, 1, (8, 3)).astype(np.float32),
-                           "actions": rng.uniform(BOX.low, BOX.high, (8, 2)).astype(np.float32),
-                           "rewards": rng.normal(size=8).astype(np.float32),
-                           "next_obs": rng.uniform(-1, 1, (8, 3)).astype(np.float32),
-                           "terminated": np.zeros(8, bool), "truncated": np.zeros(8, bool)}, "random")
-    sample = batch.sample(8, torch.Generator().manual_seed(0))
+    sample = _batch(random_memory, obs_space, seed=1)
     torch.manual_seed(3)
     before = clone.compute_gradients(sample).grads
     with torch.no_grad():  # the original moves on; the copy must not see it
@@ -153,19 +137,12 @@ def test_scripted_policy_acts_as_the_eager_one(how):
 
 
 @pytest.mark.parametrize("loss_threads", [1, 2])
-def test_a_failing_actor_task_raises_and_does_not_leave_the_critic_waiting(loss_threads):
+def test_a_failing_actor_task_raises_and_does_not_leave_the_critic_waiting(loss_threads, random_memory, updates):
     """The actor's task hands the target action to the critic's; if it fails first (here: next
     observations of the wrong width), the update raises instead of hanging."""
     obs_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
-    algo, _ = _updates(SACConfig(scripted=True, loss_threads=loss_threads), obs_space, NET, batches=1)
-    memory = ReplayConfig(memory_size=8).build(obs_space, BOX, 1, algo.policy.extras)
-    rng = np.random.default_rng(2)
-    memory.add_transitions({"obs": rng.uniform(-1, 1, (8, 3)).astype(np.float32),
-                            "actions": rng.uniform(BOX.low, BOX.high, (8, 2)).astype(np.float32),
-                            "rewards": rng.normal(size=8).astype(np.float32),
-                            "next_obs": rng.uniform(-1, 1, (8, 3)).astype(np.float32),
-                            "terminated": np.zeros(8, bool), "truncated": np.zeros(8, bool)}, "random")
-    batch = memory.sample(8, torch.Generator().manual_seed(0))
+    algo, _ = _updates(random_memory, updates, SACConfig(scripted=True, loss_threads=loss_threads), obs_space, NET, batches=1)
+    batch = _batch(random_memory, obs_space, seed=2)
     bad = batch._replace(next_obs=torch.zeros(8, 5))
     errors: list[BaseException] = []
 
