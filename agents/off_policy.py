@@ -23,7 +23,7 @@ from colonyrl.agents.tensors import as_tensor, copy_into, leading_dim, load_grad
 from colonyrl.config import ConfigError, from_dict
 
 __all__ = ["ReplayBatchLike", "td_target", "polyak_update", "as_tensor", "copy_into", "module_arrays",
-           "load_module_arrays", "state_tensors", "grad_norm", "grad_norms", "step_adams", "grads_of", "ConcurrentLosses", "ReplayConfigMixin", "OffPolicyAlgorithm", "OffPolicyPolicy"]
+           "load_module_arrays", "state_tensors", "grad_norms", "step_adams", "grads_of", "ConcurrentLosses", "ReplayConfigMixin", "OffPolicyAlgorithm", "OffPolicyPolicy"]
 
 
 class ReplayBatchLike(Protocol):
@@ -60,31 +60,26 @@ def polyak_update(params: Sequence[torch.Tensor], target_params: Sequence[torch.
 
 def state_tensors(nets: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
     """``{"<net>.<tensor>": the live tensor}`` of every net's state dict (``keep_vars``: the
-    parameters themselves, not detached copies)."""
+    parameters themselves). The modules' tensors are updated in place (``load_state_dict``,
+    optimizer steps) and never replaced, so a caller may keep this for the weights it exports or
+    loads every round; a pickle or deep copy of the owner carries it aliasing the copied modules."""
     return {f"{name}.{k}": v for name, net in nets.items() for k, v in net.state_dict(keep_vars=True).items()}
 
 
-def module_arrays(nets: Mapping[str, nn.Module], state: Mapping[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
-    """``{"<net>.<tensor>": numpy copy}`` of every net's state (``state``: ``state_tensors(nets)``
-    kept by the caller, which saves walking the modules' state dicts every round)."""
-    state = state_tensors(nets) if state is None else state
+def module_arrays(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """``{"<net>.<tensor>": numpy copy}`` of ``state_tensors(nets)``."""
     return {key: v.detach().cpu().numpy().copy() for key, v in state.items()}
 
 
-def load_module_arrays(nets: Mapping[str, nn.Module], arrays: Mapping[str, np.ndarray],
-                       state: Mapping[str, torch.Tensor] | None = None) -> None:
-    """Copy ``arrays`` (as ``module_arrays`` names them) into the nets in place; the names must match."""
-    state = state_tensors(nets) if state is None else state
+def load_module_arrays(state: Mapping[str, torch.Tensor], arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy ``arrays`` (as ``module_arrays`` names them) into the tensors of ``state_tensors(nets)``
+    in place; the names must match."""
     if arrays.keys() != state.keys():
         raise KeyError(f"weight names differ: missing {sorted(set(state) - set(arrays))}, "
                        f"unexpected {sorted(set(arrays) - set(state))}")
     with torch.no_grad():
         for key, tensor in state.items():
             copy_into(tensor.detach(), arrays[key])
-
-
-def grad_norm(params: Sequence[torch.Tensor]) -> float:
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
 
 
 def step_adams(optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -133,8 +128,8 @@ def _step_each(optimizers: Sequence[torch.optim.Optimizer]) -> None:
 
 
 def grad_norms(groups: Mapping[str, Sequence[torch.Tensor]]) -> dict[str, float]:
-    """``{"<group>_grad_norm": grad_norm(params)}`` for every group, in one multi-tensor norm and
-    one device-to-host read (an update's metrics, at a tenth of the calls)."""
+    """``{"<group>_grad_norm": the L2 norm of the group's gradients}`` for every group, in one
+    multi-tensor norm and one device-to-host read (an update's metrics, at a tenth of the calls)."""
     norms = torch._foreach_norm([p.grad for params in groups.values() for p in params])
     totals, start = [], 0
     for params in groups.values():
@@ -227,6 +222,7 @@ class OffPolicyPolicy:
 
     def __init__(self, config: Any, nets: Mapping[str, nn.Module]) -> None:
         self.config, self.nets = config, dict(nets)
+        self._state = state_tensors(self.nets)  # set_weights loads into these every round
         self.warmup_left = int(config.learning_starts)
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> ActOut:
@@ -246,15 +242,7 @@ class OffPolicyPolicy:
         return {}
 
     def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
-        load_module_arrays(self.nets, arrays, self._state())
-
-    def _state(self) -> dict[str, torch.Tensor]:
-        """``state_tensors(self.nets)``, gathered once: the modules' tensors are updated in place
-        (``load_state_dict``, optimizer steps) and never replaced, and a pickle or deep copy of the
-        policy carries the dict with its modules, aliasing the copies."""
-        if getattr(self, "_state_cache", None) is None:
-            self._state_cache = state_tensors(self.nets)
-        return self._state_cache
+        load_module_arrays(self._state, arrays)
 
     def update_parameter(self, name: str, value: Any) -> None:
         acting = type(self.config).acting_parameters
@@ -299,7 +287,7 @@ class OffPolicyAlgorithm:
     def get_weights(self) -> dict[str, np.ndarray]:
         """Every net (targets included) and the update counter, so a replica that joins late
         (decentralized) keeps TD3's delay and DQN's target interval in step with the others."""
-        return {**module_arrays(self.nets), "n_updates": np.array(self.n_updates, np.int64)}
+        return {**module_arrays(state_tensors(self.nets)), "n_updates": np.array(self.n_updates, np.int64)}
 
     def set_weights(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Copy ``arrays`` in place (read-only arrays are fine; optimizers untouched)."""
@@ -307,14 +295,13 @@ class OffPolicyAlgorithm:
         if "n_updates" not in arrays:
             raise KeyError("weight names differ: missing ['n_updates']")
         self.n_updates = int(arrays.pop("n_updates"))
-        load_module_arrays(self.nets, arrays)
+        load_module_arrays(state_tensors(self.nets), arrays)
 
     def acting_weights(self) -> dict[str, np.ndarray]:
-        """The acting nets' arrays, exported every round (their tensors gathered once, as
-        ``OffPolicyPolicy._state``)."""
-        if getattr(self, "_acting_state", None) is None:
+        """The acting nets' arrays, exported every round (their tensors gathered on the first)."""
+        if getattr(self, "_acting_state", None) is None:  # subclasses set self.nets in their own __init__
             self._acting_state = state_tensors({name: self.nets[name] for name in self.acting})
-        return module_arrays({}, self._acting_state)
+        return module_arrays(self._acting_state)
 
     def state_dict(self) -> dict:
         """A deep copy (torch's state dicts alias the live tensors)."""

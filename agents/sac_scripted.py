@@ -203,13 +203,12 @@ class ScriptedSACPolicy(SACPolicy):
         check_networks(actor)
         return cls(config, actor, ActionScaler(space))
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_act_params": None}  # aliases are gathered again where it lands
+    def __init__(self, config: Any, actor: SquashedGaussianActor, scaler: ActionScaler) -> None:
+        super().__init__(config, actor, scaler)
+        self._act_params = _actor_params(actor)  # aliases: a pickle or copy carries them with the actor
 
     @torch.inference_mode()
     def policy_act(self, obs: Any, deterministic: bool = False) -> ActOut:
-        if getattr(self, "_act_params", None) is None:
-            self._act_params = _actor_params(self.actor)
         x, p = as_tensor(obs), self._act_params
         eps = None if deterministic else self.actor.noise(leading_dim(x), x.device)  # sample()'s randn_like
         with torch.jit.optimized_execution(False):
@@ -221,24 +220,21 @@ class ScriptedSACPolicy(SACPolicy):
 class ScriptedSAC(SAC):
     """``SAC`` whose critic and actor tasks run the functions above; everything else
     (apply, weights, checkpoints) is SAC's. The parameter lists alias the live modules, so
-    ``load_state_dict`` and optimizer steps are seen; they are not pickled (gathered where it lands)."""
+    ``load_state_dict`` and optimizer steps are seen, and a pickle or deep copy carries them aliasing
+    its own modules (tests/agents/test_sac_scripted.py)."""
+
+    def __init__(self, config: Any, observation_space: gym.Space, action_space: gym.Space, network: Any) -> None:
+        super().__init__(config, observation_space, action_space, network)
+        self._script_params = {**_actor_params(self.actor),  # aliases, as ScriptedSACPolicy's
+                               "qs": [list(q.parameters()) for q in self.critic.qs],
+                               "target_qs": [list(q.parameters()) for q in self.critic_target.qs],
+                               "log_alpha": [] if self.ent_coef is None else [self.ent_coef.log_alpha]}
 
     def _build(self, observation_space: gym.Space, action_space: gym.Space, network: Any) -> None:
         space = _box(action_space)
         super()._build(observation_space, space, network)  # the same modules, made in the same order
         check_networks(self.actor, self.critic)
         self.policy = ScriptedSACPolicy(self.config, self.actor, self.scaler)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_script_params": None}
-
-    def _script_args(self) -> dict[str, Any]:
-        if getattr(self, "_script_params", None) is None:
-            self._script_params = {**_actor_params(self.actor),
-                                   "qs": [list(q.parameters()) for q in self.critic.qs],
-                                   "target_qs": [list(q.parameters()) for q in self.critic_target.qs],
-                                   "log_alpha": [] if self.ent_coef is None else [self.ent_coef.log_alpha]}
-        return self._script_params
 
     def tasks(self, batch: Any, alpha: Tensor, next_noise: Tensor,
               noise: Tensor) -> tuple[Callable[[], tuple], Callable[[], tuple]]:
@@ -247,7 +243,7 @@ class ScriptedSAC(SAC):
         task (7 more), which computes it first and hands it over; the critic's task meanwhile
         computes Q(s, a), which needs nothing from it. With one loss thread the actor's task runs
         first. Every op is the eager one on the same inputs, so the numbers do not change."""
-        p, handoff = self._script_args(), _Handoff()
+        p, handoff = self._script_params, _Handoff()
 
         def actor() -> tuple[tuple, list[Tensor]]:
             with torch.jit.optimized_execution(False):  # a per-thread flag: set on the thread that runs it

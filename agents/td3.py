@@ -35,7 +35,7 @@ from colonyrl.agents.off_policy import (
     OffPolicyPolicy,
     ReplayConfigMixin,
     as_tensor,
-    grad_norm,
+    grad_norms,
     grads_of,
     polyak_update,
     td_target,
@@ -208,10 +208,10 @@ class TD3(OffPolicyAlgorithm):
         target networks (SB3 counts updates from 1 and steps the actor when count % delay == 0)."""
         self._load_grads(grads)
         self.n_updates += 1
-        metrics = {"critic_grad_norm": grad_norm(self._groups["critic"])}
+        metrics = grad_norms({"critic": self._groups["critic"]})
         self.optimizers["critic"].step()
         if self.n_updates % self.config.policy_delay == 0:
-            metrics["actor_grad_norm"] = grad_norm(self._groups["actor"])
+            metrics |= grad_norms({"actor": self._groups["actor"]})
             self.optimizers["actor"].step()
             tau = self.config.tau
             polyak_update(self._groups["critic"], list(self.critic_target.parameters()), tau)
