@@ -79,6 +79,24 @@ def test_sac_resume_is_bit_identical_to_training_straight_through(tmp_path: Path
     np.testing.assert_array_equal(resumed.evaluation.returns, straight.evaluation.returns)
 
 
+def test_scripted_sac_on_two_loss_threads_trains_and_resumes_exactly_as_eager_sac(tmp_path: Path) -> None:
+    """``SACConfig.scripted`` with ``loss_threads`` 2 (as the presets ship), 400 steps then resumed
+    to 800, ends where eager SAC on one thread does straight through: same counters, same
+    checkpointed weights, optimizers and memory, same final evaluation."""
+    eager = train(SAC_SMALL.replace(run=_run(tmp_path, "eager", total_env_steps=800)))
+    fast = SAC_SMALL.replace(algo=SAC_SMALL.algo.replace(scripted=True, loss_threads=2))
+    train(fast.replace(run=_run(tmp_path, "scripted", total_env_steps=400)))
+    resumed = train(fast.replace(run=_run(tmp_path, "scripted", total_env_steps=800,
+                                          resume=str(next((tmp_path / "scripted" / "ckpt").iterdir())))))
+    assert resumed.counters == eager.counters and eager.counters["updates"] > 700
+    a, b = _newest(tmp_path / "eager" / "ckpt")["learner"], _newest(tmp_path / "scripted" / "ckpt")["learner"]
+    assert b["algo"]["config"]["scripted"] and not a["algo"]["config"]["scripted"]
+    a["algo"]["config"], b["algo"]["config"] = {}, {}  # the only intended difference
+    _assert_equal(a["algo"], b["algo"], "algo")
+    _assert_equal(a["workers"], b["workers"], "workers")
+    np.testing.assert_array_equal(resumed.evaluation.returns, eager.evaluation.returns)
+
+
 def test_a_dataset_written_from_one_run_starts_another_runs_learning(tmp_path: Path) -> None:
     train(SAC_SMALL.replace(run=_run(tmp_path, "source", total_env_steps=400)))
     dataset = tmp_path / "pendulum.npz"
